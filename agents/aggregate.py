@@ -1,0 +1,231 @@
+"""Stage 2 agent: merge partial aggregates into the series this worker owns; expire old panes.
+
+The partials topic is keyed by series owner, so partition p carries exactly the series that hash to
+p. Cells are written to the `cells` table (changelog partition p) by `pipeline.cells.apply_block`,
+which skips what a cell already applied; `SeriesView` indexes the cells of the active partitions for
+readers (metrics, API, rules).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, cast
+
+import orjson
+from faust.types import EventT, StreamT
+
+from agents.durable import ChangelogWriter, ack_when_delivered, crash
+from pipeline.aggregates import loads_block_series
+from pipeline.app import connect
+from pipeline.cells import SeriesState, apply_block, expired_keys, group_cells, split_cell_key
+from pipeline.series import owner
+
+if TYPE_CHECKING:
+    from pipeline.app import Pulse
+
+log = logging.getLogger(__name__)
+
+EXPIRY_EVERY_S = 10.0
+
+
+class SeriesView:
+    """Index of the owned series (active partitions only), kept in step with the cells table."""
+
+    def __init__(self, pulse: Pulse) -> None:
+        self.pulse = pulse
+        self.partitions = pulse.config.topics.partitions
+        self._states: dict[str, SeriesState] = {}
+        self._by_partition: dict[int, set[str]] = {}
+        self._active: frozenset[int] | None = None
+
+    def invalidate(self) -> None:
+        """Forget the index; it is rebuilt from the table on next read (after a rebalance)."""
+        self._active = None
+
+    def states(self) -> dict[str, SeriesState]:
+        """Return series key -> state for every series this worker owns now."""
+        active = frozenset(self.pulse.active_partitions())
+        if self._active != active:
+            self._rebuild(active)
+        return self._states
+
+    def _rebuild(self, active: frozenset[int]) -> None:
+        items = (
+            (key, cell)
+            for key, cell in list(self.pulse.cells.data.items())
+            if cell is not None and owner(split_cell_key(key)[0], self.partitions) in active
+        )
+        self._states = group_cells(items)
+        self._by_partition = {}
+        for key in self._states:
+            self._by_partition.setdefault(owner(key, self.partitions), set()).add(key)
+        self._active = active
+        self.pulse.metrics.owned_series.set(len(self._states))
+
+    def note_written(self, keys: list[str]) -> None:
+        """Add freshly written cells to the index."""
+        if self._active is None:
+            return
+        cells = self.pulse.cells.data
+        fresh = [(key, cells[key]) for key in keys]
+        for series, state in group_cells(fresh).items():
+            current = self._states.get(series)
+            if current is None:
+                self._states[series] = state
+                self._by_partition.setdefault(owner(series, self.partitions), set()).add(series)
+                continue
+            if state.total is not None:
+                current.total = state.total
+            current.fine.update(state.fine)
+            current.coarse.update(state.coarse)
+        self.pulse.metrics.owned_series.set(len(self._states))
+
+    def cell_keys(self, partition: int) -> list[str]:
+        """Return the pane cell keys of the series owned through one partition."""
+        from pipeline.cells import COARSE, FINE, cell_key
+
+        out: list[str] = []
+        for series in self._by_partition.get(partition, ()):
+            state = self._states[series]
+            out.extend(cell_key(series, FINE, start) for start in state.fine)
+            out.extend(cell_key(series, COARSE, start) for start in state.coarse)
+        return out
+
+    def note_deleted(self, keys: list[str]) -> None:
+        """Remove deleted cells from the index."""
+        for key in keys:
+            series, res, start = split_cell_key(key)
+            state = self._states.get(series)
+            if state is None or start is None:
+                continue
+            (state.fine if res == "f" else state.coarse).pop(start, None)
+            if state.total is None and not state.fine and not state.coarse:
+                del self._states[series]
+                self._by_partition.get(owner(series, self.partitions), set()).discard(series)
+
+
+class Stage2:
+    """Runtime of the aggregate agent on one worker.
+
+    Blocks are applied in memory at once (readers see them immediately). Changed cells are written
+    to the changelog in coalesced batches (at most every `WRITE_EVERY_S`, or sooner when many are
+    pending); the partials messages that changed them are acknowledged when the batch is delivered.
+    A cell updated by twenty blocks in that time is written once.
+    """
+
+    WRITE_EVERY_S = 0.1
+    WRITE_MAX_PENDING = 500
+
+    def __init__(self, pulse: Pulse) -> None:
+        self.pulse = pulse
+        cfg = pulse.config.windows
+        self.coarse_ms = int(cfg.coarse_pane * 1000)
+        self.fine_keep_ms = int(cfg.retention_fine() * 1000)
+        self.coarse_keep_ms = int(cfg.retention_coarse() * 1000)
+        self.view = SeriesView(pulse)
+        self.writer = ChangelogWriter(pulse.cells)
+        self.last_expiry: dict[int, float] = {}
+        self.last_tick_ms: dict[int, int] = {}
+        self.dirty: dict[str, int] = {}
+        self.pending: list[EventT[Any]] = []
+        self.pending_since = 0.0
+
+    async def on_event(self, event: EventT[Any]) -> None:
+        """Apply one partials message (blocks or a tick) of an owned partition."""
+        partition = event.message.partition
+        data = orjson.loads(event.value)
+        tick = data.get("tick")
+        if tick is not None:
+            self.on_tick(partition, int(tick))
+        else:
+            self.apply(partition, data["blocks"])
+        if not self.pending:
+            self.pending_since = time.monotonic()
+        self.pending.append(event)
+        await self.maybe_write()
+
+    def apply(self, partition: int, blocks: list[dict[str, Any]]) -> None:
+        """Merge blocks into the cells in memory and mark what changed."""
+        self.view.states()  # make sure the index is current before it is updated
+        metrics = self.pulse.metrics
+        store = self.pulse.cells.data
+        dirty = self.dirty
+        for block in blocks:
+            series = loads_block_series(block["s"])
+            result = apply_block(store, block["src"], block["b"], series, self.coarse_ms)
+            for key in result.written:
+                dirty[key] = partition
+            self.view.note_written(result.written)
+            metrics.cells_written.inc(len(result.written))
+            if result.skipped:
+                metrics.cells_skipped.inc(result.skipped)
+
+    def on_tick(self, partition: int, now_ms: int) -> None:
+        """Housekeeping on the clock: drop panes past their retention."""
+        self.last_tick_ms[partition] = now_ms
+        now = time.monotonic()
+        if now - self.last_expiry.get(partition, 0.0) < EXPIRY_EVERY_S:
+            return
+        self.last_expiry[partition] = now
+        self.view.states()
+        keys = expired_keys(self.view.cell_keys(partition), now_ms, self.fine_keep_ms, self.coarse_keep_ms)
+        store = self.pulse.cells.data
+        for key in keys:
+            store.pop(key, None)
+            self.dirty[key] = partition
+        self.view.note_deleted(keys)
+        if keys:
+            self.pulse.metrics.cells_expired.inc(len(keys))
+
+    async def maybe_write(self, force: bool = False) -> None:
+        """Write the changed cells when enough are pending or they waited long enough."""
+        if not self.pending:
+            return
+        waited = time.monotonic() - self.pending_since
+        if force or len(self.pending) >= self.WRITE_MAX_PENDING or waited >= self.WRITE_EVERY_S:
+            await self.write()
+
+    async def write(self) -> None:
+        """Send every changed cell (or its tombstone); ack the messages once delivered."""
+        dirty, self.dirty = self.dirty, {}
+        events, self.pending = self.pending, []
+        store = self.pulse.cells.data
+        sends: list[Awaitable[Any]] = []
+        for key, partition in dirty.items():
+            value = store.get(key)
+            if value is None:
+                sends.append(await self.writer.delete(key, partition))
+            else:
+                sends.append(await self.writer.put(key, value, partition))
+        ack_when_delivered(events, sends, self.fatal)
+
+    def fatal(self, exc: BaseException) -> None:
+        """A changelog write failed: stop the worker; the unacked input is replayed on restart."""
+        crash(self.pulse.app, exc, "changelog delivery")
+
+
+def register(pulse: Pulse) -> Stage2:
+    """Register the aggregate agent on the pulse app and return its runtime."""
+    stage2 = Stage2(pulse)
+
+    @pulse.app.agent(pulse.partials, name="aggregate")
+    async def aggregate(stream: StreamT[Any]) -> None:
+        async for event in cast(Any, stream).noack().events():
+            await stage2.on_event(event)
+
+    @pulse.app.timer(Stage2.WRITE_EVERY_S, name="cells-writer")
+    async def write_cells() -> None:
+        await stage2.maybe_write()
+
+    async def on_revoked(app: Any, *args: Any, **kwargs: Any) -> None:
+        await stage2.maybe_write(force=True)
+
+    async def on_rebalanced(app: Any, *args: Any, **kwargs: Any) -> None:
+        stage2.view.invalidate()
+
+    connect(pulse.app.on_partitions_revoked, on_revoked)
+    connect(pulse.app.on_rebalance_complete, on_rebalanced)
+
+    return stage2

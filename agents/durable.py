@@ -1,0 +1,82 @@
+"""Table writes whose delivery can be awaited, and acks that wait for delivery.
+
+Faust's table `__setitem__` queues the changelog record in the producer buffer, and Faust's commit
+flushes that buffer with a 0.1 s step that can return before it is empty. o4o-pulse instead hands each
+changelog record straight to the producer and keeps its future, and acknowledges an input message only
+when every record and message it caused has been delivered. The table keeps serving reads and
+recovery (changelog replay, standbys, rebalances) as usual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Iterable
+from typing import Any
+
+from faust.types import EventT, TableT
+
+log = logging.getLogger(__name__)
+
+
+class ChangelogWriter:
+    """Write (or delete) table entries and return the delivery future of each changelog record."""
+
+    def __init__(self, table: TableT[Any, Any]) -> None:
+        self.table = table
+
+    async def put(self, key: str, value: Any, partition: int) -> Awaitable[Any]:
+        """Set `key` in memory and send it to changelog `partition`."""
+        store = self.table.data
+        store[key] = value
+        key_partition = getattr(store, "_key_partition", None)
+        if key_partition is not None:
+            key_partition[key] = partition
+        return await self.table.changelog_topic.send(key=key, value=value, partition=partition)
+
+    async def delete(self, key: str, partition: int) -> Awaitable[Any]:
+        """Remove `key` in memory and send a tombstone to changelog `partition`."""
+        store = self.table.data
+        store.pop(key, None)
+        key_partition = getattr(store, "_key_partition", None)
+        if key_partition is not None:
+            key_partition.pop(key, None)
+        return await self.table.changelog_topic.send(
+            key=key, value=None, partition=partition, value_serializer="raw"
+        )
+
+
+_CRASHES: set[asyncio.Future[Any]] = set()
+
+
+def crash(app: Any, exc: BaseException, what: str) -> None:
+    """Stop the worker after a failed delivery; on restart the unacknowledged input is replayed."""
+    log.error("%s failed, stopping the worker so that a restart replays it: %r", what, exc)
+    task = asyncio.ensure_future(app.crash(exc))
+    _CRASHES.add(task)
+    task.add_done_callback(_CRASHES.discard)
+
+
+def ack_when_delivered(
+    events: Iterable[EventT[Any]], futures: list[Awaitable[Any]], on_error: Any
+) -> asyncio.Future[Any] | None:
+    """Acknowledge `events` once every future is done; report a failure instead of acking."""
+    events = list(events)
+    if not futures:
+        for event in events:
+            event.ack()
+        return None
+    gathered = asyncio.gather(*futures)
+
+    def done(fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            on_error(exc)
+            return
+        for event in events:
+            event.ack()
+
+    gathered.add_done_callback(done)
+    return gathered

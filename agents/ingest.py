@@ -1,0 +1,456 @@
+"""Stage 1 agent: decode, validate, dead-letter, pre-aggregate per input partition, flush partials.
+
+Delivery: an event is acknowledged only after the flush that contains it has been recorded in the
+`flushlog` table (durably, before anything else is sent) and its partial aggregates have been handed
+to the producer; Faust flushes the producer before it commits offsets. After any (re)assignment the
+worker seeks each input partition back to the start of its last recorded flush and replays exactly
+that range as one flush, so its partials are identical duplicates that stage 2 skips. A crash at any
+moment therefore loses nothing and counts nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any, cast
+
+from faust.types import TP, EventT, StreamT
+
+from agents.durable import ChangelogWriter, crash
+from pipeline.aggregates import dumps
+from pipeline.app import connect
+from pipeline.decode import decode
+from pipeline.preagg import ACCUMULATORS, LATE, Accumulator, Parts
+from pipeline.series import owner
+from schemas.events import Rejection, validate
+
+if TYPE_CHECKING:
+    from pipeline.app import Pulse
+
+log = logging.getLogger(__name__)
+
+MAX_PARTIAL_BYTES = 512 * 1024
+MAX_PENDING_FLUSHES = 8
+
+
+class Mode(Enum):
+    """Where an input partition stands after an assignment."""
+
+    SEEKING = "seeking"
+    REPLAY = "replay"
+    NORMAL = "normal"
+
+
+@dataclass
+class Buffer:
+    """Events of one input partition since its last flush."""
+
+    kind: str
+    acc: Accumulator
+    first: int = -1
+    last: int = -1
+    valid: int = 0
+    late: int = 0
+    future: int = 0
+    events: list[EventT[Any]] = field(default_factory=list)
+    sends: list[Awaitable[Any]] = field(default_factory=list)
+
+    def reset(self) -> None:
+        """Forget everything (after a flush or a revocation)."""
+        self.acc = ACCUMULATORS[self.kind]()
+        self.first = self.last = -1
+        self.valid = self.late = self.future = 0
+        self.events = []
+        self.sends = []
+
+
+@dataclass
+class FlushJob:
+    """One input partition's flushed range, on its way to stage 2."""
+
+    tp: TP
+    first: int
+    last: int
+    parts: Parts
+    events: list[EventT[Any]]
+    sends: list[Awaitable[Any]]
+
+
+@dataclass
+class PartitionState:
+    """Stage-1 state of one input partition within one consumer generation."""
+
+    generation: int
+    buffer: Buffer
+    mode: Mode = Mode.NORMAL
+    replay_start: int = -1
+    replay_end: int = -1
+    last_seen: int = -1
+    last_flush: float = 0.0
+
+
+def tp_key(tp: TP) -> str:
+    """Return the flushlog key (and partial source id) of an input partition."""
+    return f"{tp.topic}:{tp.partition}"
+
+
+def element_spans(value: bytes) -> list[bytes]:
+    """Return the exact original bytes of each element of a JSON array (slow path, rare)."""
+    text = value.decode("utf-8")
+    decoder = json.JSONDecoder()
+    out: list[bytes] = []
+    pos = text.index("[") + 1
+    length = len(text)
+    while pos < length:
+        while pos < length and text[pos] in " \t\r\n,":
+            pos += 1
+        if pos >= length or text[pos] == "]":
+            break
+        _, end = decoder.raw_decode(text, pos)
+        out.append(text[pos:end].encode("utf-8"))
+        pos = end
+    return out
+
+
+class Stage1:
+    """Runtime of the ingest agent on one worker."""
+
+    def __init__(self, pulse: Pulse) -> None:
+        self.pulse = pulse
+        cfg = pulse.config
+        self.kind_of = pulse.input_topics
+        self.ticks_name = pulse.ticks_name
+        self.partitions = cfg.topics.partitions
+        self.pane_ms = int(cfg.windows.pane * 1000)
+        self.lateness_ms = int(cfg.windows.allowed_lateness * 1000)
+        self.future_ms = int(cfg.windows.max_future_skew * 1000)
+        self.max_bytes = cfg.ingest.max_message_bytes
+        self.flush_max = cfg.ingest.flush_max_events
+        self.min_flush_s = cfg.ingest.min_flush_interval
+        self.states: dict[TP, PartitionState] = {}
+        self.events_seen = 0
+        self.flushlog = ChangelogWriter(pulse.flushlog)
+        self.chain: asyncio.Future[None] | None = None
+        self.pending_flushes = 0
+
+    # -- per event -------------------------------------------------------------------------
+
+    @property
+    def consumer(self) -> Any:
+        """The Faust consumer (for high-water marks)."""
+        return self.pulse.app.consumer
+
+    async def on_event(self, event: EventT[Any]) -> None:
+        """Handle one message from an input topic or the tick topic."""
+        message = event.message
+        if message.topic == self.ticks_name:
+            await self.on_tick(message.partition)
+            event.ack()
+            return
+        tp = message.tp
+        offset = message.offset
+        generation = self.pulse.epoch
+        state = self.states.get(tp)
+        if state is None or state.generation != generation:
+            state = await self._start_partition(tp, offset, generation)
+        if state.mode is Mode.SEEKING and not self._arrived(state, offset):
+            return
+        buf = state.buffer
+        if buf.first < 0:
+            buf.first = offset
+        buf.last = offset
+        buf.events.append(event)
+        problems = self._consume(buf, message)
+        if problems is not None:
+            await self._deadletter_all(buf, message, problems)
+        self.events_seen += 1
+        if state.mode is Mode.REPLAY:
+            if offset >= state.replay_end:
+                await self.flush([tp], "replay")
+                state.mode = Mode.NORMAL
+        elif buf.valid + buf.late + buf.future >= self.flush_max:
+            await self.flush([tp], "size")
+        elif time.monotonic() - state.last_flush >= self.min_flush_s:
+            highwater = self.consumer.highwater(tp)
+            if highwater is not None and offset + 1 >= highwater:
+                await self.flush([tp], "caught-up")
+
+    def _consume(self, buf: Buffer, message: Any) -> Rejection | list[tuple[int, Rejection]] | None:
+        """Decode, validate and buffer one message; return what must be dead-lettered."""
+        decoded = decode(message.value, self.max_bytes)
+        if type(decoded) is Rejection:
+            return decoded
+        record_ms = round(message.timestamp * 1000)
+        kind = buf.kind
+        add = buf.acc.add
+        pane_ms = self.pane_ms
+        lateness = self.lateness_ms
+        future = -self.future_ms
+        valid = late = ahead = 0
+        bad: list[tuple[int, Rejection]] | None = None
+        for index, item in enumerate(decoded):
+            ts = validate(kind, item)
+            if type(ts) is not int:
+                if bad is None:
+                    bad = []
+                bad.append((index, ts))  # type: ignore[arg-type]
+                continue
+            if ts < 0:
+                ts = record_ms
+            age = record_ms - ts
+            if age > lateness:
+                late += 1
+                add(item, LATE)
+            elif age < future:
+                ahead += 1
+                add(item, LATE)
+            else:
+                valid += 1
+                add(item, ts - ts % pane_ms)
+        buf.valid += valid
+        buf.late += late
+        buf.future += ahead
+        return bad
+
+    async def _deadletter_all(
+        self, buf: Buffer, message: Any, problems: Rejection | list[tuple[int, Rejection]]
+    ) -> None:
+        value: bytes = message.value or b""
+        if isinstance(problems, Rejection):
+            await self._deadletter(buf, message, problems, None, value)
+            return
+        if value.lstrip()[:1] == b"{":
+            await self._deadletter(buf, message, problems[0][1], None, value)
+            return
+        try:
+            spans = element_spans(value)
+        except ValueError:  # pragma: no cover - orjson already parsed it
+            spans = []
+        for index, rejection in problems:
+            original = spans[index] if index < len(spans) else value
+            await self._deadletter(buf, message, rejection, index, original)
+
+    async def _deadletter(
+        self, buf: Buffer, message: Any, rejection: Rejection, index: int | None, original: bytes
+    ) -> None:
+        headers = [
+            ("pulse.reason", str(rejection).encode()),
+            ("pulse.code", rejection.code.encode()),
+            ("pulse.topic", message.topic.encode()),
+            ("pulse.partition", str(message.partition).encode()),
+            ("pulse.offset", str(message.offset).encode()),
+        ]
+        if index is not None:
+            headers.append(("pulse.index", str(index).encode()))
+        sent = await self.pulse.deadletter.send(key=message.key, value=original, headers=headers)
+        buf.sends.append(sent)
+        self.pulse.metrics.deadlettered.labels(message.topic, rejection.code).inc()
+        log.debug(
+            "dead-lettered %s:%s@%s: %s",
+            message.topic,
+            message.partition,
+            message.offset,
+            rejection,
+        )
+
+    # -- assignment and replay ---------------------------------------------------------------
+
+    async def _start_partition(self, tp: TP, offset: int, generation: int) -> PartitionState:
+        old = self.states.get(tp)
+        kind = self.kind_of[tp.topic]
+        buf = old.buffer if old is not None else Buffer(kind, ACCUMULATORS[kind]())
+        buf.reset()
+        state = PartitionState(generation, buf)
+        self.states[tp] = state
+        record = self.pulse.flushlog.get(tp_key(tp))
+        if not record:
+            return state
+        start, end = int(record["a"]), int(record["b"])
+        if offset == end + 1:
+            return state  # the last recorded flush was committed: nothing to replay
+        state.replay_start, state.replay_end = start, end
+        self.pulse.metrics.replays.inc()
+        if offset == start:
+            state.mode = Mode.REPLAY
+            return state
+        log.info(
+            "seeking %s from %d back to its last recorded flush [%d, %d]",
+            tp_key(tp),
+            offset,
+            start,
+            end,
+        )
+        state.mode = Mode.SEEKING
+        state.last_seen = offset
+        await self.pulse.app.consumer.seek(tp, start)
+        return state
+
+    def _arrived(self, state: PartitionState, offset: int) -> bool:
+        """While seeking: whether this event is the first one of the replay range."""
+        if offset == state.replay_start:
+            state.mode = Mode.REPLAY
+            return True
+        restarted = offset <= state.last_seen
+        state.last_seen = offset
+        if restarted and offset > state.replay_start:
+            # The range start is gone (retention); replay what is left of the range.
+            log.warning("offset %d no longer exists; replaying from %d", state.replay_start, offset)
+            state.mode = Mode.REPLAY
+            return True
+        return False
+
+    # -- flushing ---------------------------------------------------------------------------
+
+    async def on_tick(self, partition: int) -> None:
+        """Flush every idle-but-nonempty input partition with this number, then tick stage 2."""
+        due = [
+            tp
+            for tp, state in self.states.items()
+            if tp.partition == partition and state.mode is Mode.NORMAL and state.buffer.first >= 0
+        ]
+        await self.flush(due, "tick", tick=partition)
+
+    async def flush(self, tps: list[TP], trigger: str, tick: int | None = None) -> None:
+        """Detach the buffers of the given input partitions and deliver them in the background.
+
+        Deliveries are chained: each waits for the previous one, so a flush record is only
+        written once every partial of the flushes before it has been delivered.
+        """
+        pulse = self.pulse
+        now = time.monotonic()
+        jobs: list[FlushJob] = []
+        metrics = pulse.metrics
+        for tp in tps:
+            state = self.states[tp]
+            state.last_flush = now
+            buf = state.buffer
+            started = time.perf_counter()
+            parts = buf.acc.parts()
+            metrics.flush_seconds.observe(time.perf_counter() - started)
+            jobs.append(FlushJob(tp, buf.first, buf.last, parts, buf.events, buf.sends))
+            topic = tp.topic
+            metrics.messages.labels(topic).inc(len(buf.events))
+            total = buf.valid + buf.late + buf.future
+            if total:
+                metrics.events.labels(topic).inc(total)
+            if buf.late:
+                metrics.late.labels(topic, "late").inc(buf.late)
+            if buf.future:
+                metrics.late.labels(topic, "future").inc(buf.future)
+            buf.reset()
+        if jobs:
+            metrics.flushes.labels(trigger).inc()
+        previous = self.chain
+        self.chain = asyncio.ensure_future(self._deliver(jobs, pulse.epoch, previous, tick))
+        self.chain.add_done_callback(self._on_delivered)
+        self.pending_flushes += 1
+        if self.pending_flushes > MAX_PENDING_FLUSHES:
+            await asyncio.shield(self.chain)
+
+    def _on_delivered(self, fut: asyncio.Future[None]) -> None:
+        self.pending_flushes -= 1
+        if not fut.cancelled() and fut.exception() is not None:
+            self._fatal(fut.exception())  # type: ignore[arg-type]
+
+    async def _deliver(
+        self,
+        jobs: list[FlushJob],
+        epoch: int,
+        previous: asyncio.Future[None] | None,
+        tick: int | None,
+    ) -> None:
+        pulse = self.pulse
+        if previous is not None:
+            await asyncio.shield(previous)
+        if pulse.epoch != epoch:
+            return  # revoked meanwhile: the owner replays from the flush records
+        records = [
+            await self.flushlog.put(tp_key(job.tp), {"a": job.first, "b": job.last}, job.tp.partition)
+            for job in jobs
+            if job.parts
+        ]
+        if records:
+            # The record must be durable before any partial of its range can reach stage 2.
+            await asyncio.gather(*records)
+            if pulse.epoch != epoch:
+                log.info("rebalance during flush; the owner replays %s", [j.tp for j in jobs])
+                return
+        by_owner: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for job in jobs:
+            split: dict[int, dict[str, Any]] = defaultdict(dict)
+            for key, part in job.parts.items():
+                split[owner(key, self.partitions)][key] = part
+            for dest, series in split.items():
+                by_owner[dest].append({"src": tp_key(job.tp), "a": job.first, "b": job.last, "s": series})
+        sends: list[Awaitable[Any]] = []
+        for dest, dest_blocks in by_owner.items():
+            for payload in _payloads(dest_blocks):
+                sends.append(await pulse.partials.send(value=payload, partition=dest))
+        if tick is not None:
+            tick_value = dumps({"tick": int(time.time() * 1000)})
+            sends.append(await pulse.partials.send(value=tick_value, partition=tick))
+        for job in jobs:
+            sends.extend(job.sends)
+        if sends:
+            await asyncio.gather(*sends)
+        for job in jobs:
+            for event in job.events:
+                event.ack()
+
+    def _fatal(self, exc: BaseException) -> None:
+        """A produced message could not be delivered: stop the worker; a restart replays."""
+        crash(self.pulse.app, exc, "delivery of a flush")
+
+    def buffered(self) -> int:
+        """Return how many events wait in stage-1 buffers."""
+        return sum(len(s.buffer.events) for s in self.states.values())
+
+    def on_revoked(self) -> None:
+        """Drop every buffer: the next owner (maybe us) replays from the flush records."""
+        for state in self.states.values():
+            state.buffer.reset()
+        self.states.clear()
+
+
+def _payloads(blocks: list[dict[str, Any]]) -> list[bytes]:
+    """Encode blocks for one destination, splitting series so that no message gets too large."""
+    payload = dumps({"blocks": blocks})
+    if len(payload) <= MAX_PARTIAL_BYTES:
+        return [payload]
+    out: list[bytes] = []
+    for block in blocks:
+        keys = list(block["s"])
+        if len(keys) <= 1:
+            out.append(dumps({"blocks": [block]}))
+            continue
+        half = len(keys) // 2
+        for chunk in (keys[:half], keys[half:]):
+            sub = {**block, "s": {k: block["s"][k] for k in chunk}}
+            out.extend(_payloads([sub]))
+    return out
+
+
+def register(pulse: Pulse) -> Stage1:
+    """Register the ingest agent on the pulse app and return its runtime."""
+    stage1 = Stage1(pulse)
+
+    @pulse.app.agent(pulse.ingest_topic, name="ingest")
+    async def ingest(stream: StreamT[Any]) -> None:
+        manual = cast(Any, stream).noack()
+        on_event = stage1.on_event
+        async for _ in manual:
+            # current_event directly: Stream.events() adds an async-generator hop per event.
+            await on_event(manual.current_event)
+
+    async def on_revoked(app: Any, *args: Any, **kwargs: Any) -> None:
+        stage1.on_revoked()
+
+    connect(pulse.app.on_partitions_revoked, on_revoked)
+
+    return stage1

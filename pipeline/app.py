@@ -1,0 +1,127 @@
+"""Build the Faust application of one worker from a Config and wire in the agents and web views.
+
+Every pulse topic has the same partition count, so Faust co-assigns partition p of the event topics,
+the tick topic, the partials topic and the table changelogs to one worker: that worker pre-aggregates
+input partition p (stage 1) and owns every series whose key hashes to p (stage 2).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, cast
+
+from faust.types import TopicT
+from prometheus_client import CollectorRegistry, disable_created_metrics
+
+from pipeline.config import Config
+from pipeline.kafka import PulseFaustApp
+from pipeline.telemetry import PipelineMetrics
+from schemas.events import TOPIC_OF_TYPE
+
+TICKS = "ticks"
+PARTIALS = "partials"
+DEADLETTER = "events.deadletter"
+ALERTS = "alerts"
+
+
+class Pulse:
+    """One worker: its config, Faust app, topics, tables, metrics registry and runtime stages."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.started = time.time()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        self.registry = CollectorRegistry()
+        self.metrics = PipelineMetrics(self.registry)
+        settings = faust_settings(config)
+        Path(settings["datadir"]).parent.mkdir(parents=True, exist_ok=True)
+        self.app = PulseFaustApp(config.app_id, **settings)
+        wait = config.broker.timings().get("fetch_max_wait")
+        self.app.fetch_max_wait_ms = int(wait * 1000) if wait is not None else None
+        self.input_topics = {config.topic(t): kind for kind, t in TOPIC_OF_TYPE.items()}
+        self.ticks_name = config.internal_topic(TICKS)
+        self.partials_name = config.internal_topic(PARTIALS)
+        self.ingest_topic = self._raw_topic(*self.input_topics, self.ticks_name)
+        self.ticks = self._raw_topic(self.ticks_name)
+        self.partials = self._raw_topic(self.partials_name)
+        self.deadletter = self._raw_topic(config.topic(DEADLETTER))
+        self.flushlog = self.app.Table(
+            "flushlog", help="last recorded stage-1 flush range of each input partition"
+        )
+        self.cells = self.app.Table(
+            "cells", help="stage-2 series cells: totals and panes with their applied offsets"
+        )
+        self.epoch = 0
+        """Incremented on every revocation and assignment; stage 1 restarts a partition on change."""
+        connect(self.app.on_partitions_revoked, self._on_rebalance)
+        connect(self.app.on_partitions_assigned, self._on_rebalance)
+        # Imported here: the agents and views import this module for typing.
+        from agents import aggregate, ingest, ticks
+        from pipeline.web import routes
+
+        self.stage1 = ingest.register(self)
+        self.stage2 = aggregate.register(self)
+        ticks.register(self)
+        routes.register(self)
+
+    async def _on_rebalance(self, app: Any, *args: Any, **kwargs: Any) -> None:
+        self.epoch += 1
+
+    def _raw_topic(self, *names: str) -> TopicT:
+        return self.app.topic(*names, key_serializer="raw", value_serializer="raw")
+
+    def all_topic_names(self) -> list[str]:
+        """Return every topic this worker needs to exist before it starts."""
+        return [
+            *self.input_topics,
+            self.ticks_name,
+            self.partials_name,
+            self.config.topic(DEADLETTER),
+            self.config.topic(ALERTS),
+        ]
+
+    def active_partitions(self) -> set[int]:
+        """Return the partitions this worker actively owns right now."""
+        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.partials_name}
+
+    def is_ready(self) -> bool:
+        """Whether the worker has joined the group and finished recovering its state."""
+        recovery = cast(Any, self.app.tables).recovery
+        return self.epoch > 0 and bool(recovery.completed.is_set())
+
+
+def connect(signal: Any, receiver: Callable[..., Awaitable[None]]) -> None:
+    """Connect an async receiver `(sender, *args, **kwargs)` to a Faust signal."""
+    signal.connect(cast(Any, receiver))
+
+
+def faust_settings(config: Config) -> dict[str, Any]:
+    """Return the Faust settings for a Config (short group timeouts only on the embedded broker)."""
+    timings = config.broker.timings()
+    settings: dict[str, Any] = {
+        "broker": config.broker.url,
+        "store": "memory://",
+        "topic_partitions": config.topics.partitions,
+        "topic_replication_factor": config.topics.replication,
+        "web_port": config.web.port,
+        "web_bind": config.web.host,
+        "web_host": config.web.host,
+        "datadir": str(Path(config.worker.data_dir) / config.app_id),
+        "consumer_auto_offset_reset": "earliest",
+        "stream_wait_empty": False,
+        "table_standby_replicas": 1,
+        "web_router_enabled": False,
+        "web_tables_enabled": False,
+        "producer_max_request_size": max(config.ingest.max_message_bytes * 2, 1_048_576),
+        "producer_max_batch_size": 1_048_576,
+        "consumer_max_fetch_size": max(config.ingest.max_message_bytes * 4, 4_194_304),
+    }
+    if "session_timeout" in timings:
+        settings["broker_session_timeout"] = timings["session_timeout"]
+    if "heartbeat_interval" in timings:
+        settings["broker_heartbeat_interval"] = timings["heartbeat_interval"]
+    if "rebalance_timeout" in timings:
+        settings["broker_rebalance_timeout"] = timings["rebalance_timeout"]
+    return settings

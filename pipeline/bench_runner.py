@@ -1,0 +1,132 @@
+"""One measured consumer of `pulse bench`, run in its own process: the Faust floor or the pipeline.
+
+It writes one JSON object to --out: first/last event times (monotonic), events, events per second, peak RSS.
+Timing starts at the first event the consumer sees, so group joins and recovery are not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import resource
+import sys
+import time
+from typing import Any
+
+import orjson
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process (VmHWM; ru_maxrss would include the parent's)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+_OUT: list[str] = []
+
+
+def _report(role: str, first: float, last: float, events: int) -> None:
+    elapsed = max(last - first, 1e-9)
+    line = {
+        "role": role,
+        "events": events,
+        "seconds": elapsed,
+        "eps": events / elapsed,
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+    }
+    with open(_OUT[0], "wb") as out:
+        out.write(orjson.dumps(line))
+    os._exit(0)
+
+
+def run_floor(args: argparse.Namespace) -> None:
+    """A Faust agent that does nothing per event, over the same topics and messages."""
+    import faust
+    from faust.worker import Worker
+
+    from pipeline.app import faust_settings
+    from pipeline.config import load_config
+
+    config = load_config()
+    settings = faust_settings(config)
+    os.makedirs(os.path.dirname(settings["datadir"]), exist_ok=True)
+    app = faust.App(args.app_id, **{**settings, "web_enabled": False})
+    topic = app.topic(*args.topics, key_serializer="raw", value_serializer="raw")
+    state: dict[str, Any] = {"n": 0, "first": 0.0}
+
+    @app.agent(topic)
+    async def floor(stream: Any) -> None:
+        async for _ in stream:
+            if state["n"] == 0:
+                state["first"] = time.monotonic()
+            state["n"] += 1
+            if state["n"] >= args.expect:
+                _report("floor", state["first"], time.monotonic(), state["n"])
+
+    Worker(app, loglevel="warn", quiet=True, redirect_stdouts=False).execute_from_commandline()
+
+
+def run_pipeline(args: argparse.Namespace) -> None:
+    """The full pipeline; done when stage 2 holds every event in its totals."""
+    from faust.worker import Worker
+
+    from pipeline.app import Pulse
+    from pipeline.config import load_config
+    from pipeline.topics import ensure_topics
+
+    config = load_config()
+    pulse = Pulse(config)
+    asyncio.run(ensure_topics(config, pulse.all_topic_names()))
+    state: dict[str, Any] = {"first": 0.0}
+    on_event = pulse.stage1.on_event
+
+    async def timed_on_event(event: Any) -> None:
+        if not state["first"] and event.message.topic != pulse.ticks_name:
+            state["first"] = time.monotonic()
+        await on_event(event)
+
+    pulse.stage1.on_event = timed_on_event  # type: ignore[method-assign]
+    counted = ("http", "orders", "errors")
+
+    @pulse.app.timer(0.05)
+    async def check_done() -> None:
+        if not state["first"]:
+            return
+        total = 0
+        for key, series in pulse.stage2.view.states().items():
+            if series.total is not None and key.startswith('["') and key[2:].split('"')[0] in counted:
+                total += series.total.get("n", 0)
+        if total >= args.expect:
+            _report("pipeline", state["first"], time.monotonic(), total)
+
+    Worker(pulse.app, loglevel="warn", quiet=True, redirect_stdouts=False).execute_from_commandline()
+
+
+def main() -> None:
+    """Entry point: python -m pipeline.bench_runner floor|pipeline ..."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("role", choices=("floor", "pipeline"))
+    parser.add_argument("--expect", type=int, required=True)
+    parser.add_argument("--app-id", required=True)
+    parser.add_argument("--topics", nargs="*", default=[])
+    parser.add_argument("--out", required=True, help="file that receives the JSON report")
+    args = parser.parse_args()
+    _OUT.append(args.out)
+    logging.basicConfig(level=logging.WARNING)
+    sys.argv = [sys.argv[0], "worker"]
+    if args.role == "floor":
+        run_floor(args)
+    else:
+        run_pipeline(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""The `pulse` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+import click
+import orjson
+
+from pipeline.config import Config, load_config
+from pipeline.errors import PulseError
+
+
+def _config() -> Config:
+    try:
+        return load_config()
+    except PulseError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group()
+def main() -> None:
+    """o4o-pulse: events from Kafka to windowed metrics, alerts and notifications."""
+
+
+@main.command()
+def worker() -> None:
+    """Run one worker against PULSE_BROKER_URL (run several to scale out)."""
+    config = _config()
+    from faust.worker import Worker
+
+    from pipeline.app import Pulse
+    from pipeline.topics import ensure_topics
+
+    logging.basicConfig(level=config.worker.log_level.upper())
+    pulse = Pulse(config)
+    try:
+        asyncio.run(ensure_topics(config, pulse.all_topic_names()))
+    except PulseError as exc:
+        raise click.ClickException(str(exc)) from None
+    level = {"warning": "warn", "critical": "crit"}.get(config.worker.log_level, config.worker.log_level)
+    sys.argv = [sys.argv[0], "worker"]
+    Worker(pulse.app, loglevel=level, quiet=True, redirect_stdouts=False).execute_from_commandline()
+
+
+@main.command()
+@click.option("--port", type=int, default=None, help="TCP port on 127.0.0.1 (default: free port)")
+def broker(port: int | None) -> None:
+    """Run the embedded Kafka broker (Tansu, in memory) on loopback until Ctrl-C."""
+    from pipeline.broker import EmbeddedBroker
+
+    embedded = EmbeddedBroker(port)
+    try:
+        embedded.start(stdout=None)
+    except PulseError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"embedded broker ready: PULSE_BROKER_URL={embedded.url}", err=True)
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+    try:
+        assert embedded.proc is not None
+        while not stopping and embedded.proc.poll() is None:
+            try:
+                embedded.proc.wait(0.5)
+            except Exception:  # noqa: S112 - timeout: keep waiting
+                continue
+    except KeyboardInterrupt:
+        pass
+    finally:
+        embedded.stop()
+
+
+@main.command()
+@click.option("--demo", is_flag=True, help="also run the traffic simulator")
+def up(demo: bool) -> None:
+    """Start the embedded broker, a worker and its web server on http://127.0.0.1:6066."""
+    from pipeline.supervisor import up as run_up
+
+    config = _config()
+    try:
+        code = run_up(demo, config.web.port, echo=click.echo)
+    except PulseError as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(code)
+
+
+@main.command()
+@click.option(
+    "--scenario",
+    default="steady",
+    show_default=True,
+    type=click.Choice(["steady", "error-spike", "latency-spike", "payment-outage", "stock-out"]),
+)
+@click.option("--rate", type=float, default=200.0, show_default=True, help="events per second")
+@click.option("--duration", type=float, default=60.0, show_default=True, help="seconds; 0 runs until Ctrl-C")
+@click.option("--seed", type=int, default=None, help="random seed for repeatable traffic")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def simulate(scenario: str, rate: float, duration: float, seed: int | None, quiet: bool) -> None:
+    """Publish realistic synthetic O4O traffic to PULSE_BROKER_URL."""
+    from pipeline.simulate import run
+
+    config = _config()
+    bootstrap = ",".join(config.broker.bootstrap_servers())
+    try:
+        sent = asyncio.run(run(bootstrap, config.topics.prefix, scenario, rate, duration, not quiet, seed))
+    except KeyboardInterrupt:
+        return
+    click.echo(f"sent {sent} events ({scenario})", err=True)
+
+
+@main.command()
+@click.option("--events", type=int, default=200_000, show_default=True)
+@click.option("--envelope", type=int, default=100, show_default=True, help="events per envelope")
+@click.option("--repeat", type=int, default=3, show_default=True, help="runs; medians reported")
+@click.option("--partitions", type=int, default=4, show_default=True)
+def bench(events: int, envelope: int, repeat: int, partitions: int) -> None:
+    """Measure throughput against the raw-consumer ceiling and the bare-Faust floor."""
+    from pipeline.bench import BenchSettings, run, table
+
+    if events < 1000 or envelope < 1 or repeat < 1:
+        raise click.BadParameter("need --events >= 1000, --envelope >= 1, --repeat >= 1")
+    result = run(
+        BenchSettings(events, envelope, repeat, partitions),
+        echo=lambda s: click.echo(s, err=True),
+    )
+    click.echo(table(result))
+    click.echo(orjson.dumps(result).decode())
+
+
+if __name__ == "__main__":
+    main()

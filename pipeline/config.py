@@ -1,0 +1,423 @@
+"""One typed, strict configuration: YAML file (PULSE_CONFIG) overlaid by PULSE_* environment variables.
+
+Every setting is listed in `ENV_VARS` and in the README's configuration reference. Unknown keys are
+errors; secrets are redacted whenever the config is shown.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from pipeline.durations import HINT as DURATION_HINT
+from pipeline.durations import parse_duration
+from pipeline.errors import ConfigError
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BrokerConfig(_Section):
+    """Kafka connection and the consumer-group timing that suits it."""
+
+    url: str = "kafka://127.0.0.1:9092"
+    embedded: bool = False
+    session_timeout: Duration | None = None
+    heartbeat_interval: Duration | None = None
+    rebalance_timeout: Duration | None = None
+    fetch_max_wait: Duration | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        for part in value.split(";"):
+            parsed = urlsplit(part if "://" in part else f"kafka://{part}")
+            if parsed.scheme not in ("kafka", "aiokafka") or not parsed.hostname:
+                raise ValueError(
+                    f"invalid broker URL {value!r}: use kafka://HOST:PORT (several separated by ';')"
+                )
+        return value
+
+    def timings(self) -> dict[str, float]:
+        """Consumer timings: short ones for the embedded broker, Faust's own otherwise."""
+        embedded = {
+            "session_timeout": 6.0,
+            "heartbeat_interval": 1.0,
+            "rebalance_timeout": 6.0,
+            "fetch_max_wait": 0.05,
+        }
+        chosen = {
+            "session_timeout": self.session_timeout,
+            "heartbeat_interval": self.heartbeat_interval,
+            "rebalance_timeout": self.rebalance_timeout,
+            "fetch_max_wait": self.fetch_max_wait,
+        }
+        out: dict[str, float] = {}
+        for key, value in chosen.items():
+            if value is not None:
+                out[key] = value
+            elif self.embedded:
+                out[key] = embedded[key]
+        return out
+
+    def bootstrap_servers(self) -> list[str]:
+        """Return host:port strings for raw aiokafka clients."""
+        servers = []
+        for part in self.url.split(";"):
+            parsed = urlsplit(part if "://" in part else f"kafka://{part}")
+            servers.append(f"{parsed.hostname}:{parsed.port or 9092}")
+        return servers
+
+
+class TopicsConfig(_Section):
+    """Topic naming and layout; every topic of the pipeline shares one partition count."""
+
+    prefix: str = "o4o."
+    partitions: int = Field(default=4, ge=1, le=1024)
+    replication: int = Field(default=1, ge=1, le=16)
+
+
+class WebConfig(_Section):
+    """The worker's HTTP server (health, metrics, API, live page)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=6066, ge=0, le=65535)
+
+
+class WorkerConfig(_Section):
+    """Identity and local state of a worker process."""
+
+    app_id: str | None = None
+    data_dir: str = ".pulse-data"
+    log_level: str = "info"
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_level(cls, value: str) -> str:
+        levels = ("debug", "info", "warn", "warning", "error", "critical")
+        if value.lower() not in levels:
+            raise ValueError(f"unknown log level {value!r}: use one of {', '.join(levels)}")
+        return value.lower()
+
+
+class IngestConfig(_Section):
+    """Decoding, validation and stage-1 flushing."""
+
+    max_message_bytes: int = Field(default=1_048_576, ge=1024)
+    flush_interval: Duration = 1.0
+    min_flush_interval: Duration = 0.1
+    flush_max_events: int = Field(default=20_000, ge=1)
+
+
+class WindowsConfig(_Section):
+    """Pane sizes, served windows and event-time tolerance."""
+
+    pane: Duration = 10.0
+    coarse_pane: Duration = 60.0
+    windows: tuple[Duration, ...] = (60.0, 300.0, 3600.0)
+    allowed_lateness: Duration = 300.0
+    max_future_skew: Duration = 60.0
+    fine_horizon: Duration = 600.0
+
+    @model_validator(mode="after")
+    def _check_shape(self) -> WindowsConfig:
+        if self.pane < 1 or self.pane != int(self.pane):
+            raise ValueError("windows.pane must be a whole number of seconds, at least 1s")
+        if self.coarse_pane % self.pane:
+            raise ValueError("windows.coarse_pane must be a multiple of windows.pane")
+        for window in self.windows:
+            size = self.pane if window <= self.fine_horizon else self.coarse_pane
+            if window % size or window < size:
+                raise ValueError(
+                    f"window {window:g}s must be a multiple of its pane ({size:g}s); windows up "
+                    "to windows.fine_horizon use windows.pane, longer ones windows.coarse_pane"
+                )
+        if not self.windows:
+            raise ValueError("windows.windows must list at least one window")
+        if self.allowed_lateness > max(self.windows):
+            raise ValueError("windows.allowed_lateness must not exceed the longest window")
+        return self
+
+    def pane_for(self, window: float) -> float:
+        """Return the pane size that serves a window."""
+        return self.pane if window <= self.fine_horizon else self.coarse_pane
+
+    def retention_fine(self) -> float:
+        """How long fine panes are kept."""
+        fine = [w for w in self.windows if w <= self.fine_horizon]
+        return max(fine, default=0.0) + self.allowed_lateness + self.pane
+
+    def retention_coarse(self) -> float:
+        """How long coarse panes are kept."""
+        coarse = [w for w in self.windows if w > self.fine_horizon]
+        return max(coarse, default=0.0) + self.allowed_lateness + self.coarse_pane
+
+
+class MetricsConfig(_Section):
+    """What the export computes from events."""
+
+    currency: str = "KRW"
+    timezone: str = "Asia/Seoul"
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_tz(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}: use an IANA name like Asia/Seoul") from exc
+        return value
+
+
+class ApiConfig(_Section):
+    """HTTP API access."""
+
+    token: SecretStr | None = None
+
+
+class Config(_Section):
+    """The whole configuration of one o4o-pulse process."""
+
+    broker: BrokerConfig = BrokerConfig()
+    topics: TopicsConfig = TopicsConfig()
+    web: WebConfig = WebConfig()
+    worker: WorkerConfig = WorkerConfig()
+    ingest: IngestConfig = IngestConfig()
+    windows: WindowsConfig = WindowsConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    api: ApiConfig = ApiConfig()
+
+    def topic(self, name: str) -> str:
+        """Return the full name of a contract topic (prefix + name)."""
+        return f"{self.topics.prefix}{name}"
+
+    @property
+    def app_id(self) -> str:
+        """Consumer group and name of internal topics; default: the topic prefix + "pulse"."""
+        return self.worker.app_id or f"{self.topics.prefix}pulse"
+
+    def internal_topic(self, name: str) -> str:
+        """Return the name of an internal topic of this deployment (app id + name)."""
+        return f"{self.app_id}-{name}"
+
+    def redacted(self) -> dict[str, Any]:
+        """Return the config as plain data with every secret replaced by '***'."""
+        data: dict[str, Any] = _redact(self.model_dump(mode="json"))
+        return data
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    """One environment variable of the contract and the config key it sets."""
+
+    name: str
+    path: tuple[str, ...]
+    help: str
+    secret: bool = False
+
+
+ENV_VARS: tuple[EnvVar, ...] = (
+    EnvVar("PULSE_BROKER_URL", ("broker", "url"), "Kafka bootstrap URL, kafka://HOST:PORT"),
+    EnvVar(
+        "PULSE_EMBEDDED_BROKER",
+        ("broker", "embedded"),
+        "1 when the broker is the embedded Tansu (short group timeouts)",
+    ),
+    EnvVar("PULSE_SESSION_TIMEOUT", ("broker", "session_timeout"), "consumer session timeout"),
+    EnvVar("PULSE_HEARTBEAT_INTERVAL", ("broker", "heartbeat_interval"), "consumer heartbeat"),
+    EnvVar("PULSE_REBALANCE_TIMEOUT", ("broker", "rebalance_timeout"), "rebalance timeout"),
+    EnvVar("PULSE_FETCH_MAX_WAIT", ("broker", "fetch_max_wait"), "longest wait of an empty fetch"),
+    EnvVar("PULSE_TOPIC_PREFIX", ("topics", "prefix"), "prefix of every topic name"),
+    EnvVar("PULSE_PARTITIONS", ("topics", "partitions"), "partitions of every pulse topic"),
+    EnvVar("PULSE_REPLICATION", ("topics", "replication"), "replication factor of new topics"),
+    EnvVar("PULSE_WEB_HOST", ("web", "host"), "address the HTTP server binds"),
+    EnvVar("PULSE_WEB_PORT", ("web", "port"), "port of the HTTP server"),
+    EnvVar(
+        "PULSE_APP_ID",
+        ("worker", "app_id"),
+        "consumer group and internal-topic prefix; default: PULSE_TOPIC_PREFIX + 'pulse'",
+    ),
+    EnvVar("PULSE_DATA_DIR", ("worker", "data_dir"), "directory for worker-local state"),
+    EnvVar("PULSE_LOG_LEVEL", ("worker", "log_level"), "debug, info, warning or error"),
+    EnvVar("PULSE_FLUSH_INTERVAL", ("ingest", "flush_interval"), "tick: idle flush interval"),
+    EnvVar("PULSE_API_TOKEN", ("api", "token"), "bearer token for mutating endpoints", True),
+)
+
+
+def _redact(data: Any) -> Any:
+    if isinstance(data, dict):
+        out = {}
+        for key, value in data.items():
+            if value is not None and key in _SECRET_KEYS:
+                out[key] = "***"
+            else:
+                out[key] = _redact(value)
+        return out
+    if isinstance(data, list):
+        return [_redact(v) for v in data]
+    return data
+
+
+_SECRET_KEYS = {var.path[-1] for var in ENV_VARS if var.secret}
+
+
+def _line_index(text: str) -> dict[tuple[str, ...], int]:
+    """Map each key path of a YAML document to its 1-based line number."""
+    index: dict[tuple[str, ...], int] = {}
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return index
+
+    def walk(node: yaml.Node, path: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
+                index[(*path, key)] = key_node.start_mark.line + 1
+                walk(value_node, (*path, key))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                index[(*path, str(i))] = item.start_mark.line + 1
+                walk(item, (*path, str(i)))
+
+    if root is not None:
+        walk(root, ())
+    return index
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}; check PULSE_CONFIG") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(
+            f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax"
+        ) from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} line 1: the config must be a YAML mapping of sections")
+    return data, _line_index(text)
+
+
+def _secret_from_file(var: EnvVar, env: Mapping[str, str]) -> str | None:
+    file_var = f"{var.name}_FILE"
+    if file_var not in env:
+        return None
+    try:
+        return Path(env[file_var]).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"environment variable {file_var}: cannot read {env[file_var]!r} ({exc.strerror}); "
+            "point it at a readable file holding the secret"
+        ) from exc
+
+
+def _set_path(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    node = data
+    for key in path[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[path[-1]] = value
+
+
+def _env_overlay(data: dict[str, Any], env: Mapping[str, str]) -> dict[tuple[str, ...], str]:
+    origin: dict[tuple[str, ...], str] = {}
+    for var in ENV_VARS:
+        value = env.get(var.name)
+        if value is None and var.secret:
+            value = _secret_from_file(var, env)
+        if value is None or value == "":
+            continue
+        if var.path == ("broker", "embedded"):
+            parsed: Any = value.strip().lower() in ("1", "true", "yes", "on")
+        else:
+            parsed = value
+        _set_path(data, var.path, parsed)
+        origin[var.path] = var.name
+    return origin
+
+
+def _describe_error(
+    err: Mapping[str, Any],
+    source: str,
+    lines: dict[tuple[str, ...], int],
+    origin: dict[tuple[str, ...], str],
+) -> str:
+    loc = tuple(str(p) for p in err["loc"])
+    key = ".".join(loc) or "(top level)"
+    msg = str(err["msg"])
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if err["type"] == "extra_forbidden":
+        known = _known_keys(loc[:-1])
+        msg = f"unknown key; known keys here: {', '.join(known)}"
+    elif "duration" in msg and "invalid duration" not in msg:
+        msg = f"{msg}; {DURATION_HINT}"
+    for depth in range(len(loc), 0, -1):
+        if loc[:depth] in origin:
+            return f"environment variable {origin[loc[:depth]]} (config key {key}): {msg}"
+    line = None
+    for depth in range(len(loc), 0, -1):
+        if loc[:depth] in lines:
+            line = lines[loc[:depth]]
+            break
+    where = f"{source} line {line}" if line else source
+    return f"{where}, key {key}: {msg}"
+
+
+def _known_keys(path: tuple[str, ...]) -> list[str]:
+    model: Any = Config
+    for part in path:
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        model = field.annotation
+    return sorted(getattr(model, "model_fields", {}))
+
+
+def load_config(env: Mapping[str, str] | None = None, path: str | os.PathLike[str] | None = None) -> Config:
+    """Load the config from `path` (or PULSE_CONFIG) and the environment; env wins."""
+    env = os.environ if env is None else env
+    file_path = path if path is not None else env.get("PULSE_CONFIG")
+    data: dict[str, Any] = {}
+    lines: dict[tuple[str, ...], int] = {}
+    source = "environment"
+    if file_path:
+        data, lines = _read_yaml(Path(file_path))
+        source = str(file_path)
+    origin = _env_overlay(data, env)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        problems = [_describe_error(e, source, lines, origin) for e in exc.errors()]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None
+    return config

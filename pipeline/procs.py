@@ -1,0 +1,87 @@
+"""Child-process helpers: children die with their parent, and stop within a deadline."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Ask Linux to SIGTERM this process when its parent dies (no orphans after a kill -9)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def spawn(
+    argv: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    stdout: int | None = None,
+    stderr: int | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a child that is terminated if this process dies, even by SIGKILL."""
+    return subprocess.Popen(
+        list(argv),
+        env=dict(env) if env is not None else None,
+        stdout=stdout,
+        stderr=stderr,
+        preexec_fn=_die_with_parent,
+    )
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 8.0) -> int | None:
+    """SIGTERM a child, SIGKILL it after `timeout` s; return its exit code."""
+    if proc.poll() is None:
+        try:
+            proc.send_signal(signal.SIGTERM)
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        except ProcessLookupError:
+            pass
+    try:
+        return proc.wait(5)
+    except subprocess.TimeoutExpired:  # pragma: no cover
+        return None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port that is free on `host` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout: float, alive: Callable[[], bool] | None = None) -> bool:
+    """Wait until something accepts TCP connections on host:port; False on timeout or death."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if alive is not None and not alive():
+            return False
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def python_argv(*args: str) -> list[str]:
+    """Return argv that runs the `pulse` CLI with this interpreter."""
+    return [sys.executable, "-m", "pipeline.cli", *args]
+
+
+def child_env(**overrides: str) -> dict[str, str]:
+    """Return this process's environment with overrides."""
+    env = dict(os.environ)
+    env.update(overrides)
+    return env

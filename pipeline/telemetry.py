@@ -1,0 +1,77 @@
+"""The pipeline's own health metrics (per worker process; sum them across workers)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class PipelineMetrics:
+    """Counters and gauges about the pipeline itself, registered in the given registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.events = Counter(
+            "pulse_events",
+            "Valid events consumed, by topic",
+            ["topic"],
+            registry=registry,
+        )
+        self.messages = Counter(
+            "pulse_messages",
+            "Kafka messages consumed (events or envelopes), by topic",
+            ["topic"],
+            registry=registry,
+        )
+        self.deadlettered = Counter(
+            "pulse_events_deadlettered",
+            "Messages or envelope elements sent to the dead-letter topic, by topic and reason",
+            ["topic", "reason"],
+            registry=registry,
+        )
+        self.late = Counter(
+            "pulse_events_late",
+            "Valid events outside the allowed lateness (kept in totals, not in windows)",
+            ["topic", "kind"],
+            registry=registry,
+        )
+        self.flushes = Counter(
+            "pulse_flushes",
+            "Stage-1 flushes, by trigger (size, tick, replay)",
+            ["trigger"],
+            registry=registry,
+        )
+        self.flush_seconds = Histogram(
+            "pulse_flush_duration_seconds",
+            "Time to pre-aggregate, record and send one stage-1 flush",
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5),
+            registry=registry,
+        )
+        self.cells_written = Counter(
+            "pulse_cells_written",
+            "Stage-2 cells updated from partial aggregates",
+            registry=registry,
+        )
+        self.cells_skipped = Counter(
+            "pulse_cells_skipped",
+            "Stage-2 cells that had already applied a replayed partial (duplicates avoided)",
+            registry=registry,
+        )
+        self.cells_expired = Counter(
+            "pulse_cells_expired",
+            "Stage-2 pane cells dropped after their retention",
+            registry=registry,
+        )
+        self.replays = Counter(
+            "pulse_replays",
+            "Input partitions re-read from their last recorded flush after an assignment",
+            registry=registry,
+        )
+        self.buffered = Gauge(
+            "pulse_stage1_buffered_events",
+            "Events held in stage-1 buffers, not yet flushed",
+            registry=registry,
+        )
+        self.owned_series = Gauge(
+            "pulse_owned_series",
+            "Series owned (aggregated and exported) by this worker",
+            registry=registry,
+        )
