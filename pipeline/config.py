@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
@@ -20,7 +19,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -176,23 +174,7 @@ class WindowsConfig(_Section):
 class MetricsConfig(_Section):
     """What the export computes from events."""
 
-    currency: str = "KRW"
-    timezone: str = "Asia/Seoul"
-
-    @field_validator("timezone")
-    @classmethod
-    def _check_tz(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r}: use an IANA name like Asia/Seoul") from exc
-        return value
-
-
-class ApiConfig(_Section):
-    """HTTP API access."""
-
-    token: SecretStr | None = None
+    currency: str = Field(default="KRW", pattern="^[A-Z]{3}$")
 
 
 class Config(_Section):
@@ -205,7 +187,6 @@ class Config(_Section):
     ingest: IngestConfig = IngestConfig()
     windows: WindowsConfig = WindowsConfig()
     metrics: MetricsConfig = MetricsConfig()
-    api: ApiConfig = ApiConfig()
 
     def topic(self, name: str) -> str:
         """Return the full name of a contract topic (prefix + name)."""
@@ -260,7 +241,7 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("PULSE_DATA_DIR", ("worker", "data_dir"), "directory for worker-local state"),
     EnvVar("PULSE_LOG_LEVEL", ("worker", "log_level"), "debug, info, warning or error"),
     EnvVar("PULSE_FLUSH_INTERVAL", ("ingest", "flush_interval"), "tick: idle flush interval"),
-    EnvVar("PULSE_API_TOKEN", ("api", "token"), "bearer token for mutating endpoints", True),
+    EnvVar("PULSE_MAX_MESSAGE_BYTES", ("ingest", "max_message_bytes"), "larger messages are dead-lettered"),
 )
 
 

@@ -54,6 +54,7 @@ def window_values(kind: str, agg: Agg, covered_s: float) -> dict[str, float | No
         return {
             "count": n,
             "revenue": amount,
+            "revenue_micro": agg.get("am", 0),
             "per_hour": amount * 3600.0 / covered_s,
             "average_order_value": _ratio(amount, n),
         }
@@ -64,7 +65,13 @@ def total_values(kind: str, agg: Agg) -> dict[str, Any]:
     """Return the all-time figures of one series."""
     n = agg.get("n", 0)
     if kind == "http":
-        return {"count": n, "sum_s": agg.get("ds", 0) / 1e6, "buckets": list(agg.get("h", []))}
+        micros = agg.get("ds", 0)
+        return {
+            "count": n,
+            "sum_s": micros / 1e6,
+            "sum_us": micros,
+            "buckets": list(agg.get("h", [])),
+        }
     if kind in ("orders", "revenue"):
         return {"count": n, "amount": agg.get("am", 0) / MICRO, "amount_micro": agg.get("am", 0)}
     return {"count": n}
@@ -154,7 +161,7 @@ def prometheus_families(states: Mapping[str, SeriesState], now_ms: int, config: 
         family(metric.name, "gauge", metric.help)
     for name, text in LATENCY_METRICS.values():
         family(name, "gauge", text)
-    for name, kind, text in _TOTAL_FAMILIES:
+    for name, kind, text in TOTAL_FAMILIES:
         family(name, kind, text)
 
     for key, state in sorted(states.items()):
@@ -177,7 +184,7 @@ def prometheus_families(states: Mapping[str, SeriesState], now_ms: int, config: 
     return list(families.values())
 
 
-_TOTAL_FAMILIES = (
+TOTAL_FAMILIES = (
     ("http_requests_total", "counter", "Total number of HTTP requests"),
     ("http_request_duration_seconds", "histogram", "HTTP request duration in seconds"),
     ("orders_total", "counter", "Total number of orders"),

@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
@@ -22,12 +22,14 @@ NO_TS: Final = -1
 MAX_TS_MS: Final = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 MAX_LABEL_LEN: Final = 512
 
-# Same grammar as rfc3339-validator (used by jsonschema's date-time format check).
+# The grammar of rfc3339-validator, which jsonschema's "date-time" format check uses, without its `$`
+# (which also matches before a final newline) and in upper case only: `rfc3339_ms` handles the rest.
 _RFC3339 = re.compile(
-    r"^(\d{4})-(0[1-9]|1[0-2])-(\d{2})T(?:[01]\d|2[0123]):(?:[0-5]\d):(?:[0-5]\d)(?:\.\d+)?"
-    r"(?:Z|[+-](?:[01]\d|2[0123]):[0-5]\d)$",
+    r"\d{4}-(?:0[1-9]|1[0-2])-\d\dT(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d+)?"
+    r"(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)\Z",
     re.ASCII,
 )
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class Rejection(NamedTuple):
@@ -180,6 +182,28 @@ TOPIC_OF_TYPE: dict[str, str] = {
 TYPE_OF_TOPIC: dict[str, str] = {topic: kind for kind, topic in TOPIC_OF_TYPE.items()}
 
 
+def rfc3339_ms(text: str) -> int | None:
+    """Return the epoch milliseconds (rounded down) of an RFC 3339 date-time, or None if it is not one.
+
+    Accepts exactly what jsonschema's "date-time" check accepts: the grammar of rfc3339-validator
+    applied to the upper-cased string (RFC 3339 allows a lower-case t and z), whose `$` also matches
+    before one final newline, with a day that exists in its month and no year 0. The arithmetic is
+    exact: no float rounding of the milliseconds.
+    """
+    if _RFC3339.match(text) is None:
+        text = text.upper()
+        if text[-1:] == "\n":
+            text = text[:-1]
+        if _RFC3339.match(text) is None:
+            return None
+    try:
+        parsed = datetime.fromisoformat(text)  # rejects Feb 30 and year 0; always has an offset here
+    except ValueError:
+        return None
+    delta = parsed - _EPOCH
+    return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
+
+
 def parse_ts(value: Any) -> int | Rejection:
     """Return epoch milliseconds for a `ts` value (RFC 3339 string or epoch ms number)."""
     kind = type(value)
@@ -188,13 +212,9 @@ def parse_ts(value: Any) -> int | Rejection:
             return int(value)
         return Rejection("invalid_value", f"field 'ts' must be between 0 and {MAX_TS_MS}")
     if kind is str:
-        if _RFC3339.match(value) is not None:
-            try:
-                parsed = datetime.fromisoformat(value.rstrip("\n"))
-            except ValueError:
-                pass
-            else:
-                return int(parsed.timestamp() * 1000)
+        ms = rfc3339_ms(value)
+        if ms is not None:
+            return ms
         return Rejection("invalid_value", f"field 'ts' is not an RFC 3339 date-time: {value!r}")
     if value is None:
         return Rejection("null_field", "field 'ts' is null")
@@ -274,6 +294,27 @@ _TYPE_SETS: dict[tuple[str, ...], str] = {
 }
 
 
+_PATTERN_MEMO: Final = 4096
+"""Strings remembered per pattern field as matching (HTTP methods, currencies, gauge names)."""
+
+
+def _pattern_miss(search: Callable[[str], object], matched: set[str]) -> Callable[[str], bool]:
+    """Return a test that is True when a string does not match; strings that match are remembered.
+
+    Pattern fields take few distinct values, so the fast path mostly finds them in `matched` and skips
+    the regular expression. Only strings that matched are kept, at most _PATTERN_MEMO of them.
+    """
+
+    def miss(value: str) -> bool:
+        if search(value) is None:
+            return True
+        if len(matched) < _PATTERN_MEMO:
+            matched.add(value)
+        return False
+
+    return miss
+
+
 def _field_source(field: Field, n: int, env: dict[str, Any]) -> list[str]:
     """Source lines that `return None` unless the field is certainly valid."""
     fails = [_TYPE_SETS[field.kinds]]
@@ -288,14 +329,19 @@ def _field_source(field: Field, n: int, env: dict[str, Any]) -> list[str]:
         hi = field.max_length if field.max_length is not None else 1 << 62
         fails.append(f"{guard}not ({lo} <= len(v) <= {hi})")
     if field.pattern is not None:
-        env[f"_P{n}"] = re.compile(field.pattern).search
-        fails.append(f"{guard}_P{n}(v) is None")
+        matched: set[str] = set()
+        env[f"_OK{n}"] = matched
+        env[f"_MISS{n}"] = _pattern_miss(re.compile(field.pattern).search, matched)
+        fails.append(f"{guard}v not in _OK{n} and _MISS{n}(v)")
     if field.minimum is not None or field.maximum is not None:
         num_guard = "" if not is_str else "type(v) is not str and "
-        mn = field.minimum if field.minimum is not None else float("-inf")
-        mx = field.maximum if field.maximum is not None else float("inf")
-        env[f"_MIN{n}"], env[f"_MAX{n}"] = mn, mx
-        fails.append(f"{num_guard}not (_MIN{n} <= v <= _MAX{n})")
+        env[f"_MIN{n}"], env[f"_MAX{n}"] = field.minimum, field.maximum
+        if field.maximum is None:
+            fails.append(f"{num_guard}v < _MIN{n}")
+        elif field.minimum is None:
+            fails.append(f"{num_guard}v > _MAX{n}")
+        else:
+            fails.append(f"{num_guard}not (_MIN{n} <= v <= _MAX{n})")
     if "object" in field.kinds:
         fails.append("not all(type(x) is str for x in v.values())")
     test = " or ".join(f"({f})" for f in fails)
@@ -321,7 +367,9 @@ def _compile_fast(kind: str) -> Callable[[dict[str, Any]], int | None]:
         "_STR_NUM": frozenset((str, int, float)),
         "NO_TS": NO_TS,
         "MAX_TS_MS": MAX_TS_MS,
-        "parse_ts": parse_ts,
+        "_RFC3339_MATCH": _RFC3339.match,
+        "_FROMISO": datetime.fromisoformat,
+        "_EPOCH": _EPOCH,
     }
     lines = [f"def fast_{kind}(event):", "    get = event.get"]
     for n, field in enumerate(EVENT_FIELDS[kind]):
@@ -333,9 +381,13 @@ def _compile_fast(kind: str) -> Callable[[dict[str, Any]], int | None]:
         "    if ts is None: return NO_TS",
         "    if type(ts) is int:",
         "        return ts if 0 <= ts <= MAX_TS_MS else None",
-        "    if type(ts) is str:",
-        "        ts = parse_ts(ts)",
-        "        return ts if type(ts) is int else None",
+        # The common RFC 3339 form, inlined from rfc3339_ms; the slow path takes the rest.
+        "    if type(ts) is str and _RFC3339_MATCH(ts) is not None:",
+        "        try:",
+        "            ts = _FROMISO(ts) - _EPOCH",
+        "        except ValueError:",
+        "            return None",
+        "        return ts.days * 86400000 + ts.seconds * 1000 + ts.microseconds // 1000",
         "    return None",
     ]
     exec(compile("\n".join(lines), f"<fast validator: {kind}>", "exec"), env)  # noqa: S102
@@ -365,7 +417,7 @@ def validate(kind: str, event: Any) -> int | Rejection:
     if type(event) is not dict:
         return Rejection("not_object", f"an event must be a JSON object, got {_kind(event)}")
     plan = _PLANS[kind]
-    ts = plan.fast(event)
+    ts = plan[0](event)  # plan.fast, without the attribute lookup
     if ts is None:
         return _validate_slow(plan, event)
     return ts

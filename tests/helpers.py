@@ -1,0 +1,232 @@
+"""Test helpers: workers as real processes, publishing, reading topics, scraping /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from prometheus_client.parser import text_string_to_metric_families
+
+from pipeline.procs import free_port, spawn
+from schemas.events import TOPIC_OF_TYPE
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def unique(name: str) -> str:
+    """Return a name no other test uses (topic prefixes, app ids)."""
+    return f"{name}{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class Worker:
+    """A `pulse worker` child process."""
+
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Worker:
+        self.port = free_port()
+        self.env["PULSE_WEB_PORT"] = str(self.port)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed by the child's exit
+        self.proc = spawn(
+            [sys.executable, "-m", "pipeline.cli", "worker"], env=self.env, stdout=log, stderr=log
+        )
+        return self
+
+    def wait_healthy(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.tail()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"worker not healthy within {timeout}s:\n{self.tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no flush, no commit."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def tail(self, lines: int = 60) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return parse_metrics(httpx.get(f"{self.url}/metrics", timeout=10).text)
+
+    def series(self, at_ms: int | None = None) -> dict[str, Any]:
+        params = {"at": str(at_ms)} if at_ms is not None else {}
+        data: dict[str, Any] = httpx.get(f"{self.url}/api/v1/series", params=params, timeout=10).json()
+        return data
+
+
+@dataclass
+class Cluster:
+    """Workers of one deployment (one prefix and app id) on the test broker."""
+
+    broker_url: str
+    tmp: Path
+    prefix: str = field(default_factory=lambda: unique("t") + ".")
+    partitions: int = 4
+    extra_env: dict[str, str] = field(default_factory=dict)
+    workers: list[Worker] = field(default_factory=list)
+
+    @property
+    def bootstrap(self) -> str:
+        return self.broker_url.removeprefix("kafka://")
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "PULSE_BROKER_URL": self.broker_url,
+                "PULSE_EMBEDDED_BROKER": "1",
+                "PULSE_TOPIC_PREFIX": self.prefix,
+                "PULSE_PARTITIONS": str(self.partitions),
+                "PULSE_DATA_DIR": str(self.tmp / "data"),
+                "PULSE_LOG_LEVEL": "info",
+                "PYTHONPATH": str(REPO),
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+    def add_worker(self, wait: bool = True) -> Worker:
+        index = len(self.workers)
+        worker = Worker(self.env(), self.tmp / f"worker{index}.log").start()
+        self.workers.append(worker)
+        if wait:
+            worker.wait_healthy()
+        return worker
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+    def topic(self, event_type: str) -> str:
+        return self.prefix + TOPIC_OF_TYPE[event_type]
+
+    def publish(self, messages: Iterable[tuple[str, bytes]], key: bytes | None = None) -> int:
+        """Publish (topic, value) pairs; return how many."""
+        return asyncio.run(_publish(self.bootstrap, list(messages), key))
+
+    def publish_events(self, events: Sequence[tuple[str, dict[str, Any]]], envelope: int = 1) -> int:
+        """Publish (type, event) pairs, one per message or in envelopes."""
+        out: list[tuple[str, bytes]] = []
+        if envelope == 1:
+            out = [(self.topic(kind), orjson.dumps(event)) for kind, event in events]
+        else:
+            by_kind: dict[str, list[dict[str, Any]]] = {}
+            for kind, event in events:
+                by_kind.setdefault(kind, []).append(event)
+            for kind, items in by_kind.items():
+                for i in range(0, len(items), envelope):
+                    out.append((self.topic(kind), orjson.dumps(items[i : i + envelope])))
+        return self.publish(out)
+
+    def read_topic(self, name: str, expect: int, timeout: float = 30) -> list[Any]:
+        return asyncio.run(_read(self.bootstrap, name, expect, timeout))
+
+    def summed_metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """Sum every sample over all running workers' /metrics."""
+        total: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        for worker in self.workers:
+            if worker.proc is None or worker.proc.poll() is not None:
+                continue
+            for key, value in worker.metrics().items():
+                total[key] = total.get(key, 0.0) + value
+        return total
+
+
+async def _publish(bootstrap: str, messages: list[tuple[str, bytes]], key: bytes | None) -> int:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=5, acks="all", max_request_size=8 << 20
+    )
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key) for topic, value in messages]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return len(messages)
+
+
+async def _read(bootstrap: str, name: str, expect: int, within: float) -> list[Any]:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        name, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    records: list[Any] = []
+    deadline = time.monotonic() + within
+    try:
+        while len(records) < expect and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for messages in batch.values():
+                records.extend(messages)
+    finally:
+        await consumer.stop()
+    return records
+
+
+def parse_metrics(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Parse Prometheus text into {(sample name, sorted labels): value}."""
+    out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def wait_until(check: Any, timeout: float, interval: float = 0.3, what: str = "condition") -> Any:
+    """Call `check` until it returns a truthy value; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except (httpx.HTTPError, OSError) as exc:
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")

@@ -1,0 +1,88 @@
+"""`pulse worker` creates its topics, honours the contract's settings and reports health."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import httpx
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from pipeline.app import Pulse, faust_settings
+from pipeline.config import load_config
+from tests.helpers import Cluster
+
+pytestmark = pytest.mark.integration
+
+
+async def partition_counts(bootstrap: str, prefix: str) -> dict[str, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        described = await admin.describe_topics(names)
+        return {t["topic"]: len(t["partitions"]) for t in described}
+    finally:
+        await admin.close()
+
+
+def test_creates_every_topic_with_the_configured_partitions(cluster: Cluster) -> None:
+    cluster.partitions = 3
+    worker = cluster.add_worker()
+    counts = asyncio.run(partition_counts(cluster.bootstrap, cluster.prefix))
+    expected = Pulse(load_config(cluster.env())).all_topic_names()
+    assert set(expected) <= set(counts)
+    assert {counts[name] for name in expected} == {3}
+    health = httpx.get(f"{worker.url}/health", timeout=5).json()
+    assert health["status"] == "healthy"
+    assert sorted(health["worker"]["partitions"]) == [0, 1, 2]
+
+
+def test_refuses_topics_with_another_partition_count(cluster: Cluster) -> None:
+    async def precreate() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=cluster.bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(cluster.topic("request"), 2, 1)])
+        finally:
+            await admin.close()
+
+    asyncio.run(precreate())
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "worker"],
+        env=cluster.env(),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    message = done.stderr.decode()
+    assert "has 2 partitions" in message and "PULSE_PARTITIONS" in message
+
+
+def test_short_group_timeouts_only_for_the_embedded_broker() -> None:
+    production = faust_settings(load_config({"PULSE_BROKER_URL": "kafka://kafka:9092"}))
+    assert "broker_session_timeout" not in production
+    assert "broker_rebalance_timeout" not in production
+    embedded = faust_settings(load_config({"PULSE_EMBEDDED_BROKER": "1"}))
+    assert embedded["broker_session_timeout"] <= 10
+    configured = faust_settings(load_config({"PULSE_SESSION_TIMEOUT": "20s"}))
+    assert configured["broker_session_timeout"] == 20.0
+    assert "broker_rebalance_timeout" not in configured
+
+
+def test_bad_config_names_the_variable_and_the_fix(cluster: Cluster) -> None:
+    env = cluster.env()
+    env["PULSE_WEB_PORT"] = "eighty"
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "worker"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "PULSE_WEB_PORT" in done.stderr.decode()
+    assert "Traceback" not in done.stderr.decode()

@@ -1,0 +1,464 @@
+"""Stage-1 accumulators against ground truth computed here, and the readout of known panes."""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.aggregates import MICRO
+from pipeline.cells import apply_block, group_cells
+from pipeline.config import Config
+from pipeline.preagg import LATE, SEED_BUCKETS_S, ErrorAcc, OrderAcc, RequestAcc
+from pipeline.readout import prometheus_families, series_values, window_values
+from pipeline.series import series_key
+from pipeline.sketches import MIN_VALUE, RELATIVE_ACCURACY, add_values
+from pipeline.windows import span
+
+PANE = 10_000
+COARSE = 60_000
+BASE = 1_700_000_040_000 - 1_700_000_040_000 % (3_600_000)
+PANES = [BASE, BASE + PANE, BASE + 2 * PANE, BASE + 7 * PANE, LATE]
+BOUNDS_MS = (100, 300, 500, 700, 1000, 3000, 5000, 7000, 10000)
+"""The seed's buckets (0.1s ... 10s), written out in ms."""
+
+
+def bucket_of(duration_ms: float) -> int:
+    """Index of the first bucket whose bound the duration does not exceed (le: x <= bound)."""
+    for i, bound in enumerate(BOUNDS_MS):
+        if duration_ms <= bound:
+            return i
+    return len(BOUNDS_MS)
+
+
+def test_bucket_bounds_match_the_seed() -> None:
+    assert tuple(round(b * 1000) for b in SEED_BUCKETS_S) == BOUNDS_MS
+
+
+# --- ground truth ----------------------------------------------------------------------------------
+
+
+def truth_requests(events: list[tuple[dict[str, Any], int]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    zeros: dict[tuple[str, int], int] = {}
+    for event, pane in events:
+        d = event["duration_ms"]
+        status = event["status_code"]
+        hkey = series_key("http", event["method"].upper(), event["route"], str(status))
+        total = out.setdefault(hkey, {}).setdefault("t", {"n": 0, "ds": 0, "h": [0] * (len(BOUNDS_MS) + 1)})
+        total["n"] += 1
+        total["ds"] += round(d * 1000)
+        total["h"][bucket_of(d)] += 1
+        if pane == LATE:
+            continue
+        for key in (series_key("route", event["service"], event["route"]), series_key("requests")):
+            agg = (
+                out.setdefault(key, {})
+                .setdefault("p", {})
+                .setdefault(pane, {"n": 0, "e5": 0, "ds": 0, "q": {}})
+            )
+            agg["n"] += 1
+            agg["e5"] += 1 if status >= 500 else 0
+            agg["ds"] += round(d * 1000)
+            zeros[(key, pane)] = zeros.get((key, pane), 0) + add_values(agg["q"], [d])
+    for (key, pane), count in zeros.items():
+        if count:
+            out[key]["p"][pane]["qz"] = count
+    return out
+
+
+def truth_errors(events: list[tuple[dict[str, Any], int]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for event, pane in events:
+        part = out.setdefault(series_key("errors", event["service"], event["route"]), {})
+        part.setdefault("t", {"n": 0})["n"] += 1
+        if pane != LATE:
+            part.setdefault("p", {}).setdefault(pane, {"n": 0})["n"] += 1
+    return out
+
+
+def truth_orders(events: list[tuple[dict[str, Any], int]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for event, pane in events:
+        micro = round(event["amount"] * 1_000_000)
+        keys = [series_key("orders", event["status"], event["user_role"])]
+        if event["status"] == "confirmed":
+            keys.append(series_key("revenue", event["currency"]))
+        for key in keys:
+            part = out.setdefault(key, {})
+            total = part.setdefault("t", {"n": 0, "am": 0})
+            total["n"] += 1
+            total["am"] += micro
+            if pane != LATE:
+                agg = part.setdefault("p", {}).setdefault(pane, {"n": 0, "am": 0})
+                agg["n"] += 1
+                agg["am"] += micro
+        if pane != LATE:
+            agg = (
+                out.setdefault(series_key("orders_all"), {})
+                .setdefault("p", {})
+                .setdefault(pane, {"n": 0, "nc": 0})
+            )
+            agg["n"] += 1
+            agg["nc"] += 1 if event["status"] == "created" else 0
+    return out
+
+
+# --- event generators ------------------------------------------------------------------------------
+
+SPECIAL_DURATIONS = [0, 0.0, 1e-7, MIN_VALUE, 2e-6, 0.5, *BOUNDS_MS]
+SPECIAL_DURATIONS += [math.nextafter(float(b), math.inf) for b in BOUNDS_MS]
+SPECIAL_DURATIONS += [math.nextafter(float(b), 0.0) for b in BOUNDS_MS]
+
+duration_st = st.one_of(
+    st.sampled_from(SPECIAL_DURATIONS),
+    st.floats(min_value=0, max_value=20_000, allow_nan=False),
+    st.integers(min_value=0, max_value=60_000),
+)
+request_st = st.fixed_dictionaries(
+    {
+        "service": st.sampled_from(["api", "web"]),
+        "method": st.sampled_from(["GET", "get", "Post", "DELETE"]),
+        "route": st.sampled_from(["/api/orders", "/api/orders/:id", "/health"]),
+        "status_code": st.sampled_from([200, 201, 302, 404, 499, 500, 503, 599]),
+        "duration_ms": duration_st,
+    }
+)
+error_st = st.fixed_dictionaries(
+    {
+        "service": st.sampled_from(["api", "worker"]),
+        "route": st.sampled_from(["/api/orders", "/api/pay"]),
+        "error_code": st.sampled_from(["E1", "E2", "TIMEOUT"]),
+        "message": st.just("boom"),
+    }
+)
+amount_st = st.one_of(
+    st.integers(min_value=0, max_value=10**9),
+    st.decimals(min_value=0, max_value=10**7, places=2).map(float),
+    st.floats(min_value=0, max_value=1e6, allow_nan=False),
+)
+order_st = st.fixed_dictionaries(
+    {
+        "status": st.sampled_from(["created", "confirmed", "cancelled", "refunded"]),
+        "user_role": st.sampled_from(["customer", "business"]),
+        "currency": st.sampled_from(["KRW", "USD"]),
+        "amount": amount_st,
+    }
+)
+pane_st = st.sampled_from(PANES)
+
+
+def feed(acc: Any, events: list[tuple[dict[str, Any], int]]) -> Any:
+    for event, pane in events:
+        acc.add(event, pane)
+    return acc.parts()
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(request_st, pane_st), max_size=80))
+def test_property_request_parts_equal_ground_truth(events: list[tuple[dict[str, Any], int]]) -> None:
+    assert feed(RequestAcc(), events) == truth_requests(events)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(error_st, pane_st), max_size=60))
+def test_property_error_parts_equal_ground_truth(events: list[tuple[dict[str, Any], int]]) -> None:
+    assert feed(ErrorAcc(), events) == truth_errors(events)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(order_st, pane_st), max_size=60))
+def test_property_order_parts_equal_ground_truth(events: list[tuple[dict[str, Any], int]]) -> None:
+    assert feed(OrderAcc(), events) == truth_orders(events)
+
+
+def random_request(r: random.Random) -> dict[str, Any]:
+    return {
+        "service": r.choice(["api", "web", "admin"]),
+        "method": r.choice(["GET", "POST", "put"]),
+        "route": r.choice(["/a", "/b/:id", "/c"]),
+        "status_code": r.choice([200, 200, 200, 404, 500, 502]),
+        "duration_ms": r.choice(
+            [r.lognormvariate(4, 1.2), float(r.randint(0, 12_000)), r.choice(SPECIAL_DURATIONS)]
+        ),
+    }
+
+
+def random_order(r: random.Random) -> dict[str, Any]:
+    return {
+        "status": r.choice(["created", "created", "confirmed", "cancelled", "refunded"]),
+        "user_role": r.choice(["customer", "business", "affiliate"]),
+        "currency": r.choice(["KRW", "USD", "EUR"]),
+        "amount": r.choice([r.randint(0, 500_000), round(r.uniform(0, 999), 2), r.uniform(0, 1e5)]),
+    }
+
+
+def test_seeded_random_events_equal_ground_truth() -> None:
+    r = random.Random(7)
+    requests = [(random_request(r), r.choice(PANES)) for _ in range(20_000)]
+    errors = [
+        ({"service": r.choice("xyz"), "route": r.choice("ab"), "error_code": r.choice("PQ")}, r.choice(PANES))
+        for _ in range(3_000)
+    ]
+    orders = [(random_order(r), r.choice(PANES)) for _ in range(5_000)]
+    req_parts = feed(RequestAcc(), requests)
+    assert req_parts == truth_requests(requests)
+    assert feed(ErrorAcc(), errors) == truth_errors(errors)
+    assert feed(OrderAcc(), orders) == truth_orders(orders)
+    # Sanity of the roll-ups: the global series holds every on-time request once.
+    on_time = [e for e, p in requests if p != LATE]
+    global_n = sum(agg["n"] for agg in req_parts[series_key("requests")]["p"].values())
+    assert global_n == len(on_time)
+    http_n = sum(part["t"]["n"] for key, part in req_parts.items() if key.startswith('["http"'))
+    assert http_n == len(requests)
+
+
+def test_late_events_count_in_totals_but_not_in_panes() -> None:
+    req = {"service": "api", "method": "GET", "route": "/a", "status_code": 503, "duration_ms": 250.5}
+    order = {"status": "confirmed", "user_role": "customer", "currency": "KRW", "amount": 1500}
+    error = {"service": "api", "route": "/a", "error_code": "E"}
+    req_parts = feed(RequestAcc(), [(req, LATE), (req, LATE), (req, BASE)])
+    assert req_parts[series_key("http", "GET", "/a", "503")]["t"] == {
+        "n": 3,
+        "ds": 3 * 250_500,
+        "h": [0, 3, 0, 0, 0, 0, 0, 0, 0, 0],
+    }
+    route = req_parts[series_key("route", "api", "/a")]
+    assert list(route["p"]) == [BASE]
+    assert route["p"][BASE]["n"] == 1
+    assert route["p"][BASE]["e5"] == 1
+    only_late = feed(RequestAcc(), [(req, LATE)])
+    assert list(only_late) == [series_key("http", "GET", "/a", "503")]
+
+    order_parts = feed(OrderAcc(), [(order, LATE), (order, BASE)])
+    assert order_parts[series_key("revenue", "KRW")] == {
+        "t": {"n": 2, "am": 3000 * MICRO},
+        "p": {BASE: {"n": 1, "am": 1500 * MICRO}},
+    }
+    assert order_parts[series_key("orders_all")] == {"p": {BASE: {"n": 1, "nc": 0}}}
+    late_order = feed(OrderAcc(), [(order, LATE)])
+    assert late_order[series_key("orders", "confirmed", "customer")] == {"t": {"n": 1, "am": 1500 * MICRO}}
+    assert series_key("orders_all") not in late_order
+
+    error_parts = feed(ErrorAcc(), [(error, LATE), (error, LATE), (error, BASE + PANE)])
+    assert error_parts[series_key("errors", "api", "/a")] == {"t": {"n": 3}, "p": {BASE + PANE: {"n": 1}}}
+
+
+def test_fixed_point_sums_are_exact() -> None:
+    # 0.1 + 0.2 != 0.3 in floats; micro-units and microseconds add exactly.
+    orders = [
+        ({"status": "confirmed", "user_role": "c", "currency": "USD", "amount": a}, BASE) for a in (0.1, 0.2)
+    ]
+    parts = feed(OrderAcc(), orders)
+    assert parts[series_key("revenue", "USD")]["t"]["am"] == 300_000
+    reqs = [
+        ({"service": "s", "method": "GET", "route": "/", "status_code": 200, "duration_ms": d}, BASE)
+        for d in (0.1, 0.2, 0.0004, 1.2346)
+    ]
+    parts = feed(RequestAcc(), reqs)
+    assert parts[series_key("http", "GET", "/", "200")]["t"]["ds"] == 100 + 200 + 0 + 1235
+    assert parts[series_key("requests")]["p"][BASE]["ds"] == 1535
+    assert "qz" not in parts[series_key("requests")]["p"][BASE]
+
+
+def test_histogram_le_semantics_at_the_bounds() -> None:
+    reqs = [
+        ({"service": "s", "method": "GET", "route": "/", "status_code": 200, "duration_ms": d}, BASE)
+        for d in (0, 100, 100.0001, 300, 10_000, 10_000.5, 99_999)
+    ]
+    parts = feed(RequestAcc(), reqs)
+    assert parts[series_key("http", "GET", "/", "200")]["t"]["h"] == [2, 2, 0, 0, 0, 0, 0, 0, 1, 2]
+
+
+# --- readout of known panes ------------------------------------------------------------------------
+
+
+def build_states(
+    requests: list[tuple[dict[str, Any], int]],
+    orders: list[tuple[dict[str, Any], int]],
+    errors: list[tuple[dict[str, Any], int]],
+) -> dict[str, Any]:
+    cells: dict[str, Any] = {}
+    for source, acc, events in (
+        ("r", RequestAcc(), requests),
+        ("o", OrderAcc(), orders),
+        ("e", ErrorAcc(), errors),
+    ):
+        apply_block(cells, source, 1, feed(acc, events), COARSE)
+    return group_cells(cells.items())
+
+
+def assert_quantile(got: float | None, values: list[float], q: float) -> None:
+    want = sorted(values)[math.floor(q * (len(values) - 1))]
+    assert got is not None
+    if want <= MIN_VALUE:
+        assert got == 0.0
+    else:
+        assert abs(got - want) <= RELATIVE_ACCURACY * (1 + 1e-9) * want
+
+
+def test_window_values_of_known_panes() -> None:
+    config = Config()
+    r = random.Random(11)
+    now = BASE + 40 * 60_000 + 25_000  # 25 s into a fine pane, 25 s into a coarse pane
+    # Events every 5 s over the last 70 minutes (some outside every window), plus late ones.
+    requests: list[tuple[dict[str, Any], int]] = []
+    orders: list[tuple[dict[str, Any], int]] = []
+    errors: list[tuple[dict[str, Any], int]] = []
+    timeline: list[tuple[int, dict[str, Any], str]] = []
+    for ts in range(now - 70 * 60_000, now + 1, 5_000):
+        pane = ts - ts % PANE
+        for _ in range(r.randint(0, 6)):
+            event = {
+                "service": "api",
+                "method": "GET",
+                "route": r.choice(["/a", "/b"]),
+                "status_code": r.choice([200, 200, 200, 500, 503]),
+                "duration_ms": r.choice([r.lognormvariate(4, 1), 0.0]),
+            }
+            requests.append((event, pane))
+            timeline.append((ts, event, "request"))
+        for _ in range(r.randint(0, 2)):
+            event = {
+                "status": r.choice(["created", "created", "confirmed", "cancelled"]),
+                "user_role": "customer",
+                "currency": "KRW",
+                "amount": r.randint(1, 200) * 500,
+            }
+            orders.append((event, pane))
+            timeline.append((ts, event, "order"))
+        if r.random() < 0.3:
+            event = {"service": "api", "route": "/a", "error_code": "E"}
+            errors.append((event, pane))
+            timeline.append((ts, event, "error"))
+    late_request = {"service": "api", "method": "GET", "route": "/a", "status_code": 500, "duration_ms": 5.0}
+    requests += [(late_request, LATE)] * 5
+    states = build_states(requests, orders, errors)
+
+    for label, window_s in (("1m", 60), ("5m", 300), ("1h", 3600)):
+        pane_ms = PANE if window_s <= 600 else COARSE
+        first = now - now % pane_ms - window_s * 1000 + pane_ms
+        covered = (now - first) / 1000
+        inside = [(e, kind) for ts, e, kind in timeline if first <= ts <= now]
+        reqs = [e for e, kind in inside if kind == "request"]
+        reqs_a = [e for e in reqs if e["route"] == "/a"]
+        ords = [e for e, kind in inside if kind == "order"]
+        errs = [e for e, kind in inside if kind == "error"]
+
+        got = series_values(series_key("requests"), states[series_key("requests")], now, config)
+        fig = got["windows"][label]
+        n = len(reqs)
+        e5 = sum(1 for e in reqs if e["status_code"] >= 500)
+        assert fig["count"] == n
+        assert fig["errors_5xx"] == e5
+        assert fig["rps"] == pytest.approx(n / covered)
+        assert fig["rpm"] == pytest.approx(n * 60 / covered)
+        assert fig["error_ratio"] == pytest.approx(e5 / n)
+        assert fig["avg_ms"] == pytest.approx(sum(round(e["duration_ms"] * 1000) for e in reqs) / 1000 / n)
+        durations = [e["duration_ms"] for e in reqs]
+        for q in (0.5, 0.95, 0.99):
+            assert_quantile(fig[f"p{round(q * 100)}_ms"], durations, q)
+
+        route = series_values(
+            series_key("route", "api", "/a"), states[series_key("route", "api", "/a")], now, config
+        )
+        rfig = route["windows"][label]
+        assert route["labels"] == {"service": "api", "route": "/a"}
+        assert rfig["count"] == len(reqs_a)
+        assert rfig["rps"] == pytest.approx(len(reqs_a) / covered)
+        for q in (0.5, 0.95, 0.99):
+            assert_quantile(rfig[f"p{round(q * 100)}_ms"], [e["duration_ms"] for e in reqs_a], q)
+
+        all_orders = series_values(series_key("orders_all"), states[series_key("orders_all")], now, config)
+        ofig = all_orders["windows"][label]
+        created = sum(1 for e in ords if e["status"] == "created")
+        assert ofig["count"] == len(ords)
+        assert ofig["created"] == created
+        assert ofig["per_hour"] == pytest.approx(created * 3600 / covered)
+
+        revenue = series_values(
+            series_key("revenue", "KRW"), states[series_key("revenue", "KRW")], now, config
+        )
+        vfig = revenue["windows"][label]
+        confirmed = [e["amount"] for e in ords if e["status"] == "confirmed"]
+        assert vfig["count"] == len(confirmed)
+        assert vfig["revenue"] == pytest.approx(sum(confirmed))
+        assert vfig["per_hour"] == pytest.approx(sum(confirmed) * 3600 / covered)
+        if confirmed:
+            assert vfig["average_order_value"] == pytest.approx(sum(confirmed) / len(confirmed))
+        else:
+            assert vfig["average_order_value"] is None
+
+        err = series_values(
+            series_key("errors", "api", "/a"), states[series_key("errors", "api", "/a")], now, config
+        )
+        assert err["windows"][label]["count"] == len(errs)
+        assert err["windows"][label]["per_minute"] == pytest.approx(len(errs) * 60 / covered)
+
+    # Totals: every event ever, late ones included.
+    err = series_values(
+        series_key("errors", "api", "/a"), states[series_key("errors", "api", "/a")], now, config
+    )
+    assert err["total"] == {"count": len(errors)}
+    http_key = series_key("http", "GET", "/a", "500")
+    http = series_values(http_key, states[http_key], now, config)
+    want_n = sum(1 for e, _ in requests if e["route"] == "/a" and e["status_code"] == 500)
+    assert http["total"]["count"] == want_n
+    assert sum(http["total"]["buckets"]) == want_n
+
+
+def test_window_values_of_an_empty_window() -> None:
+    fig = window_values("requests", {}, 55.0)
+    assert fig["count"] == 0
+    assert fig["rps"] == 0
+    assert fig["error_ratio"] is None
+    assert fig["avg_ms"] is None
+    assert fig["p50_ms"] is None
+    rev = window_values("revenue", {}, 60.0)
+    assert rev["average_order_value"] is None
+    assert window_values("orders_all", {"n": 3, "nc": 2}, 1800.0)["per_hour"] == pytest.approx(4.0)
+
+
+def test_readout_of_a_young_current_pane_divides_by_the_covered_span() -> None:
+    config = Config()
+    now = BASE + 30 * PANE + 2_000  # 2 s into the current pane
+    event = {"service": "api", "method": "GET", "route": "/a", "status_code": 200, "duration_ms": 10.0}
+    pane_now = now - now % PANE
+    states = build_states([(event, pane_now)] * 104, [], [])
+    fig = series_values(series_key("requests"), states[series_key("requests")], now, config)["windows"]["1m"]
+    sp = span(now, 60_000, PANE)
+    assert sp.covered_s == pytest.approx(52.0)
+    assert fig["rps"] == pytest.approx(2.0)
+
+
+def test_prometheus_histogram_is_cumulative_and_ends_with_count() -> None:
+    config = Config()
+    reqs = [
+        ({"service": "s", "method": "get", "route": "/", "status_code": 200, "duration_ms": d}, BASE)
+        for d in (50, 150, 150, 2000, 20_000)
+    ]
+    states = build_states(reqs, [], [])
+    families = {f.name: f for f in prometheus_families(states, BASE + 5_000, config)}
+    hist = families["http_request_duration_seconds"]
+    labels = {"method": "GET", "route": "/", "status_code": "200"}
+    buckets = {s[1]["le"]: s[2] for s in hist.samples if s[0] == "_bucket" and s[1]["method"] == "GET"}
+    assert buckets == {
+        "0.1": 1,
+        "0.3": 3,
+        "0.5": 3,
+        "0.7": 3,
+        "1": 3,
+        "3": 4,
+        "5": 4,
+        "7": 4,
+        "10": 4,
+        "+Inf": 5,
+    }
+    assert ("_count", labels, 5) in hist.samples
+    sums = [value for suffix, lab, value in hist.samples if suffix == "_sum" and lab == labels]
+    assert sums == [pytest.approx(22.35)]
+    assert ("", labels, 5) in families["http_requests_total"].samples
