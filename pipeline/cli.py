@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
+import subprocess
 import sys
+import threading
+from typing import Any
 
 import click
 import orjson
 
 from pipeline.config import Config, load_config
 from pipeline.errors import PulseError
+
+EXIT_SHUTDOWN_TIMEOUT = 75
 
 
 def _config() -> Config:
@@ -26,11 +33,24 @@ def main() -> None:
     """o4o-pulse: events from Kafka to windowed metrics, alerts and notifications."""
 
 
+SHUTDOWN_GRACE = 15.0
+"""Seconds a worker may take to stop after SIGTERM/SIGINT before it exits anyway."""
+
+
 @main.command()
 def worker() -> None:
     """Run one worker against PULSE_BROKER_URL (run several to scale out)."""
     config = _config()
     from faust.worker import Worker
+
+    class GuardedWorker(Worker):
+        """A Faust worker whose shutdown cannot hang (aiokafka retries a dead broker forever)."""
+
+        def _schedule_shutdown(self, signal: Any) -> None:
+            timer = threading.Timer(SHUTDOWN_GRACE, os._exit, (EXIT_SHUTDOWN_TIMEOUT,))
+            timer.daemon = True
+            timer.start()
+            super()._schedule_shutdown(signal)
 
     from pipeline.app import Pulse
     from pipeline.topics import ensure_topics
@@ -43,7 +63,7 @@ def worker() -> None:
         raise click.ClickException(str(exc)) from None
     level = {"warning": "warn", "critical": "crit"}.get(config.worker.log_level, config.worker.log_level)
     sys.argv = [sys.argv[0], "worker"]
-    Worker(pulse.app, loglevel=level, quiet=True, redirect_stdouts=False).execute_from_commandline()
+    GuardedWorker(pulse.app, loglevel=level, quiet=True, redirect_stdouts=False).execute_from_commandline()
 
 
 @main.command()
@@ -60,26 +80,35 @@ def broker(port: int | None) -> None:
     click.echo(f"embedded broker ready: PULSE_BROKER_URL={embedded.url}", err=True)
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+    exit_code: int | None = None
     try:
         assert embedded.proc is not None
         while not stopping and embedded.proc.poll() is None:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 embedded.proc.wait(0.5)
-            except Exception:  # noqa: S112 - timeout: keep waiting
-                continue
+        if not stopping:
+            exit_code = embedded.proc.poll()
     except KeyboardInterrupt:
         pass
     finally:
         embedded.stop()
+    if exit_code is not None:
+        raise click.ClickException(f"the embedded broker exited with code {exit_code}")
 
 
 @main.command()
 @click.option("--demo", is_flag=True, help="also run the traffic simulator")
 def up(demo: bool) -> None:
     """Start the embedded broker, a worker and its web server on http://127.0.0.1:6066."""
+    from pipeline.procs import port_is_free
     from pipeline.supervisor import up as run_up
 
     config = _config()
+    if not port_is_free(config.web.host, config.web.port):
+        raise click.ClickException(
+            f"port {config.web.port} on {config.web.host} is in use; stop what uses it or set "
+            "PULSE_WEB_PORT to another port"
+        )
     try:
         code = run_up(demo, config.web.port, echo=click.echo)
     except PulseError as exc:

@@ -1,4 +1,10 @@
-"""Child-process helpers: children die with their parent, and stop within a deadline."""
+"""Child-process helpers: children die with their parent, and stop within a deadline.
+
+Orderly shutdown (SIGTERM, a grace period, then SIGKILL) is the parent's job, in `stop()`. The parent
+death signal is the last resort when the parent itself was killed, so it is SIGKILL: a SIGTERM can be
+ignored, and a worker whose broker died with the same parent never finishes its graceful shutdown
+(aiokafka keeps retrying the dead broker), so it would live on as an orphan.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +19,26 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 _PR_SET_PDEATHSIG = 1
+# Resolved once, in the parent: find_library runs `ldconfig -p` in a subprocess, which must not happen
+# between fork and exec (slow, not fork-safe, and it widens the window in which the parent can die).
+_LIBC = (
+    ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    if sys.platform.startswith("linux")
+    else None
+)
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Ask Linux to SIGTERM this process when its parent dies (no orphans after a kill -9)."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def _die_with(parent: int) -> Callable[[], None]:
+    """Return the pre-exec hook that makes the child die with `parent` (no orphans after a kill -9)."""
+
+    def hook() -> None:  # pragma: no cover - runs in the child between fork and exec
+        if _LIBC is None:
+            return
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before prctl: the signal will never come
+            os._exit(1)
+
+    return hook
 
 
 def spawn(
@@ -28,13 +47,17 @@ def spawn(
     stdout: int | None = None,
     stderr: int | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start a child that is terminated if this process dies, even by SIGKILL."""
+    """Start a child that is killed if this process dies, even by SIGKILL.
+
+    Linux sends the parent death signal when the *thread* that forked the child ends: call this from
+    the main thread or another thread that lives as long as the child should.
+    """
     return subprocess.Popen(
         list(argv),
         env=dict(env) if env is not None else None,
         stdout=stdout,
         stderr=stderr,
-        preexec_fn=_die_with_parent,
+        preexec_fn=_die_with(os.getpid()),
     )
 
 
@@ -59,6 +82,17 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Whether a TCP server could bind host:port right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 def wait_for_port(host: str, port: int, timeout: float, alive: Callable[[], bool] | None = None) -> bool:

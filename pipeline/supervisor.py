@@ -1,7 +1,7 @@
 """`pulse up`: embedded broker + worker (+ simulator with --demo), supervised as one unit.
 
 Ctrl-C or SIGTERM stops everything within 10 s; if any child dies, the others are stopped and `pulse
-up` exits non-zero. Children get PR_SET_PDEATHSIG, so even a SIGKILL of `pulse up` leaves no orphan.
+up` exits non-zero. Children get PR_SET_PDEATHSIG(SIGKILL), so even a SIGKILL of `pulse up` leaves no orphan.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from pipeline.broker import EmbeddedBroker
 from pipeline.procs import child_env, python_argv, spawn, stop, wait_for_port
 
 log = logging.getLogger(__name__)
+
+STOP_BUDGET = 8.0  # seconds for stopping all children: Ctrl-C or SIGTERM stops everything within 10 s
 
 
 @dataclass
@@ -53,7 +55,8 @@ class Supervisor:
                 status = child.proc.poll()
                 if status is not None:
                     self.reason = f"{child.name} exited with code {status}"
-                    code = status or 1
+                    # killed by signal N: exit 128 + N like a shell (sys.exit(-9) would exit 247)
+                    code = 128 - status if status < 0 else status or 1
                     self.stopping = True
                     break
             else:
@@ -61,10 +64,19 @@ class Supervisor:
         self.stop_all()
         return code
 
-    def stop_all(self) -> None:
-        """Stop children in reverse start order (simulator, worker, broker)."""
-        for child in reversed(self.children):
-            stop(child.proc, timeout=6 if child.name == "worker" else 3)
+    def stop_all(self, budget: float = STOP_BUDGET) -> None:
+        """Stop children in reverse start order (simulator, worker, broker), all within `budget` s.
+
+        Each child gets SIGTERM, then SIGKILL after its grace period (worker 6 s, others 3 s), cut
+        short so that the children after it keep a second each: the sum stays within the budget.
+        """
+        deadline = time.monotonic() + budget
+        remaining = list(reversed(self.children))
+        while remaining:
+            child = remaining.pop(0)
+            left = deadline - time.monotonic() - len(remaining) * 1.0
+            grace = 6.0 if child.name == "worker" else 3.0
+            stop(child.proc, timeout=max(0.2, min(grace, left)))
 
 
 def up(demo: bool, port: int, echo: object = print) -> int:
