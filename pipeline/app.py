@@ -38,8 +38,7 @@ class Pulse:
         settings = faust_settings(config)
         Path(settings["datadir"]).parent.mkdir(parents=True, exist_ok=True)
         self.app = PulseFaustApp(config.app_id, **settings)
-        wait = config.broker.timings().get("fetch_max_wait")
-        self.app.fetch_max_wait_ms = int(wait * 1000) if wait is not None else None
+        self.app.configure_fetch(config)
         self.input_topics = {config.topic(t): kind for kind, t in TOPIC_OF_TYPE.items()}
         self.ticks_name = config.internal_topic(TICKS)
         self.partials_name = config.internal_topic(PARTIALS)

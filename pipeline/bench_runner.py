@@ -48,17 +48,22 @@ def _report(role: str, first: float, last: float, events: int) -> None:
 
 
 def run_floor(args: argparse.Namespace) -> None:
-    """A Faust agent that does nothing per event, over the same topics and messages."""
-    import faust
+    """A Faust agent that does nothing per event, over the same topics and messages.
+
+    It runs with exactly the consumer settings of the pipeline (same Faust settings, same fetch
+    wait), so that the ratio measures the pipeline's per-event work, not a difference in settings.
+    """
     from faust.worker import Worker
 
     from pipeline.app import faust_settings
     from pipeline.config import load_config
+    from pipeline.kafka import PulseFaustApp
 
     config = load_config()
     settings = faust_settings(config)
     os.makedirs(os.path.dirname(settings["datadir"]), exist_ok=True)
-    app = faust.App(args.app_id, **{**settings, "web_enabled": False})
+    app = PulseFaustApp(args.app_id, **{**settings, "web_enabled": False})
+    app.configure_fetch(config)
     topic = app.topic(*args.topics, key_serializer="raw", value_serializer="raw")
     state: dict[str, Any] = {"n": 0, "first": 0.0}
 
@@ -86,14 +91,14 @@ def run_pipeline(args: argparse.Namespace) -> None:
     pulse = Pulse(config)
     asyncio.run(ensure_topics(config, pulse.all_topic_names()))
     state: dict[str, Any] = {"first": 0.0}
-    on_event = pulse.stage1.on_event
+    accept = pulse.stage1.accept
 
-    async def timed_on_event(event: Any) -> None:
+    def timed_accept(event: Any) -> Any:
         if not state["first"] and event.message.topic != pulse.ticks_name:
             state["first"] = time.monotonic()
-        await on_event(event)
+        return accept(event)
 
-    pulse.stage1.on_event = timed_on_event  # type: ignore[method-assign]
+    pulse.stage1.accept = timed_accept  # type: ignore[method-assign]
     counted = ("http", "orders", "errors")
 
     @pulse.app.timer(0.05)

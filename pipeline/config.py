@@ -62,7 +62,7 @@ class BrokerConfig(_Section):
             "session_timeout": 6.0,
             "heartbeat_interval": 1.0,
             "rebalance_timeout": 6.0,
-            "fetch_max_wait": 0.05,
+            "fetch_max_wait": 0.1,
         }
         chosen = {
             "session_timeout": self.session_timeout,

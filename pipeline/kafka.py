@@ -13,6 +13,8 @@ from typing import Any
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from pipeline.config import Config
+
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
@@ -36,6 +38,11 @@ class PulseFaustApp(faust.App):
     """faust.App whose consumer uses the configured fetch wait."""
 
     fetch_max_wait_ms: int | None = None
+
+    def configure_fetch(self, config: Config) -> None:
+        """Take the fetch wait from the config (None keeps Faust's 1.5 s)."""
+        wait = config.broker.timings().get("fetch_max_wait")
+        self.fetch_max_wait_ms = int(wait * 1000) if wait is not None else None
 
     def _new_transport(self) -> Any:
         return _Transport(self.conf.broker_consumer, self)

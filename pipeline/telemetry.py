@@ -65,6 +65,12 @@ class PipelineMetrics:
             "Input partitions re-read from their last recorded flush after an assignment",
             registry=registry,
         )
+        self.repeats = Counter(
+            "pulse_repeated_deliveries",
+            "Messages delivered again by the consumer within one assignment (dropped, not counted)",
+            ["topic"],
+            registry=registry,
+        )
         self.buffered = Gauge(
             "pulse_stage1_buffered_events",
             "Events held in stage-1 buffers, not yet flushed",

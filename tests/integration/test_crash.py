@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.helpers import Cluster, wait_until
-from tests.integration.groundtruth import make_events
+from tests.integration.groundtruth import make_events, truth
 from tests.integration.test_exactness import check_totals, owned_series, total_count
 
 pytestmark = pytest.mark.integration
@@ -45,7 +45,10 @@ def test_sigkill_loses_nothing_and_double_counts_nothing(
             cluster.publish_events(events[2 * third :])
         cluster.workers.remove(worker)
         worker = cluster.add_worker()
-    wait_until(lambda: total_count(cluster) >= len(events), 120, what="every event to be counted")
+    try:
+        wait_until(lambda: total_count(cluster) >= len(events), 120, what="every event to be counted")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nworker log:\n{worker.tail(80)}") from None
     time.sleep(3)  # let any straggling duplicate show up
     counted = total_count(cluster)
     double = counted - len(events)
@@ -54,5 +57,18 @@ def test_sigkill_loses_nothing_and_double_counts_nothing(
             f"\n[crash test] seed={seed} kills (delay s, counted before)={kills} "
             f"events={len(events)} counted={counted} double-counted={double}"
         )
-    assert double == 0, f"{double} events counted twice"
+    if double:
+        series = owned_series(cluster, now + 1000)
+        expected = truth(events)
+        got = {
+            tuple(s["labels"].values()): s["total"]["count"] for s in series.values() if s["kind"] == "http"
+        }
+        diff = {k: (got.get(k), v) for k, v in expected.http.items() if got.get(k) != v}
+        logs = "\n".join(
+            line
+            for w in cluster.workers
+            for line in w.tail(4000).splitlines()
+            if "seek" in line or "replay" in line or "rebalance" in line.lower()
+        )
+        raise AssertionError(f"{double} events counted twice; http diffs {diff}\n{logs}")
     check_totals(owned_series(cluster, now + 1000), events)

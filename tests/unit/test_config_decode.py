@@ -235,7 +235,7 @@ def test_embedded_broker_gets_short_timeouts() -> None:
         "session_timeout": 6.0,
         "heartbeat_interval": 1.0,
         "rebalance_timeout": 6.0,
-        "fetch_max_wait": 0.05,
+        "fetch_max_wait": 0.1,
     }
     assert timings["heartbeat_interval"] < timings["session_timeout"]
 
