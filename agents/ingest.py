@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 MAX_PARTIAL_BYTES = 512 * 1024
 MAX_PENDING_FLUSHES = 8
+_REPEATED = object()
 
 
 class Mode(Enum):
@@ -160,17 +161,10 @@ class Stage1:
         state = self.states.get(message.tp)
         if state is None or state.generation != self.pulse.epoch or state.mode is not Mode.NORMAL:
             return self.on_event(event)
-        offset = message.offset
-        if offset <= state.last_offset:
-            self._repeated(message)
+        problems = self._take(state, event, message)
+        if problems is _REPEATED:
             return None
-        state.last_offset = offset
         buf = state.buffer
-        if buf.first < 0:
-            buf.first = offset
-        buf.last = offset
-        buf.events.append(event)
-        problems = self._consume(buf, message)
         if (
             problems is not None
             or buf.count >= self.flush_max
@@ -201,21 +195,28 @@ class Stage1:
             state.mode = Mode.REPLAY
         elif state.mode is Mode.SEEKING and not self._arrived(state, offset):
             return
+        problems = self._take(state, event, message)
+        if problems is not _REPEATED:
+            await self._after(state, message, problems)
+
+    def _take(self, state: PartitionState, event: EventT[Any], message: Any) -> Any:
+        """Put one event into its partition's buffer; return what to dead-letter, or _REPEATED.
+
+        Kafka offsets only grow within a partition: an offset at or below the last one taken in
+        this assignment is a repeated delivery of something already buffered or flushed.
+        """
+        offset = message.offset
         if offset <= state.last_offset:
-            self._repeated(message)
-            return
+            self.pulse.metrics.repeats.labels(message.topic).inc()
+            log.debug("dropped a repeated delivery of %s@%d", tp_key(message.tp), offset)
+            return _REPEATED
         state.last_offset = offset
         buf = state.buffer
         if buf.first < 0:
             buf.first = offset
         buf.last = offset
         buf.events.append(event)
-        await self._after(state, message, self._consume(buf, message))
-
-    def _repeated(self, message: Any) -> None:
-        """A message delivered again within one assignment: it is buffered or flushed already."""
-        self.pulse.metrics.repeats.labels(message.topic).inc()
-        log.debug("dropped a repeated delivery of %s@%d", tp_key(message.tp), message.offset)
+        return self._consume(buf, message)
 
     async def _after(
         self,
