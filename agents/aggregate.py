@@ -8,6 +8,7 @@ readers (metrics, API, rules).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable
@@ -16,10 +17,10 @@ from typing import TYPE_CHECKING, Any, cast
 import orjson
 from faust.types import EventT, StreamT
 
-from agents.durable import ChangelogWriter, ack_when_delivered, crash
+from agents.durable import ChangelogWriter, ack_when_delivered, crash, drain
 from pipeline.aggregates import loads_block_series
 from pipeline.app import connect
-from pipeline.cells import SeriesState, apply_block, expired_keys, group_cells, split_cell_key
+from pipeline.cells import Retention, SeriesState, apply_block, group_cells, split_cell_key
 from pipeline.series import owner
 
 if TYPE_CHECKING:
@@ -69,39 +70,38 @@ class SeriesView:
         if self._active is None:
             return
         cells = self.pulse.cells.data
-        fresh = [(key, cells[key]) for key in keys]
-        for series, state in group_cells(fresh).items():
+        for series, fresh in group_cells((key, cells[key]) for key in keys).items():
             current = self._states.get(series)
             if current is None:
-                self._states[series] = state
+                self._states[series] = fresh
                 self._by_partition.setdefault(owner(series, self.partitions), set()).add(series)
                 continue
-            if state.total is not None:
-                current.total = state.total
-            current.fine.update(state.fine)
-            current.coarse.update(state.coarse)
+            if fresh.total is not None:
+                current.total = fresh.total
+            if fresh.latest is not None:
+                current.latest = fresh.latest
+            current.fine.update(fresh.fine)
+            current.coarse.update(fresh.coarse)
+            current.periods.update(fresh.periods)
+            current.entities.update(fresh.entities)
         self.pulse.metrics.owned_series.set(len(self._states))
 
-    def cell_keys(self, partition: int) -> list[str]:
-        """Return the pane cell keys of the series owned through one partition."""
-        from pipeline.cells import COARSE, FINE, cell_key
-
+    def expiring_keys(self, partition: int) -> list[str]:
+        """Return the pane and period cell keys of the series owned through one partition."""
         out: list[str] = []
         for series in self._by_partition.get(partition, ()):
-            state = self._states[series]
-            out.extend(cell_key(series, FINE, start) for start in state.fine)
-            out.extend(cell_key(series, COARSE, start) for start in state.coarse)
+            out.extend(self._states[series].keys(series))
         return out
 
     def note_deleted(self, keys: list[str]) -> None:
         """Remove deleted cells from the index."""
         for key in keys:
-            series, res, start = split_cell_key(key)
+            series, res, rest = split_cell_key(key)
             state = self._states.get(series)
-            if state is None or start is None:
+            if state is None:
                 continue
-            (state.fine if res == "f" else state.coarse).pop(start, None)
-            if state.total is None and not state.fine and not state.coarse:
+            state.drop(res, rest)
+            if state.empty():
                 del self._states[series]
                 self._by_partition.get(owner(series, self.partitions), set()).discard(series)
 
@@ -122,13 +122,15 @@ class Stage2:
         self.pulse = pulse
         cfg = pulse.config.windows
         self.coarse_ms = int(cfg.coarse_pane * 1000)
-        self.fine_keep_ms = int(cfg.retention_fine() * 1000)
-        self.coarse_keep_ms = int(cfg.retention_coarse() * 1000)
+        self.retention = Retention(
+            int(cfg.retention_fine() * 1000), int(cfg.retention_coarse() * 1000), pulse.calendar
+        )
         self.view = SeriesView(pulse)
         self.writer = ChangelogWriter(pulse.cells)
         self.last_expiry: dict[int, float] = {}
         self.last_tick_ms: dict[int, int] = {}
         self.dirty: dict[str, int] = {}
+        self.inflight: set[asyncio.Future[Any]] = set()
         self.pending: list[EventT[Any]] = []
         self.pending_since = 0.0
 
@@ -170,7 +172,7 @@ class Stage2:
             return
         self.last_expiry[partition] = now
         self.view.states()
-        keys = expired_keys(self.view.cell_keys(partition), now_ms, self.fine_keep_ms, self.coarse_keep_ms)
+        keys = self.retention.expired(self.view.expiring_keys(partition), now_ms)
         store = self.pulse.cells.data
         for key in keys:
             store.pop(key, None)
@@ -199,7 +201,10 @@ class Stage2:
                 sends.append(await self.writer.delete(key, partition))
             else:
                 sends.append(await self.writer.put(key, value, partition))
-        ack_when_delivered(events, sends, self.fatal)
+        pending = ack_when_delivered(events, sends, self.fatal)
+        if pending is not None:
+            self.inflight.add(pending)
+            pending.add_done_callback(self.inflight.discard)
 
     def fatal(self, exc: BaseException) -> None:
         """A changelog write failed: stop the worker; the unacked input is replayed on restart."""
@@ -221,6 +226,7 @@ def register(pulse: Pulse) -> Stage2:
 
     async def on_revoked(app: Any, *args: Any, **kwargs: Any) -> None:
         await stage2.maybe_write(force=True)
+        await drain(stage2.inflight, "cell writes")
 
     async def on_rebalanced(app: Any, *args: Any, **kwargs: Any) -> None:
         stage2.view.invalidate()

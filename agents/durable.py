@@ -46,7 +46,26 @@ class ChangelogWriter:
         )
 
 
+REVOKE_GRACE_S = 4.0
+"""How long a revocation waits for in-flight deliveries (below the embedded rebalance timeout)."""
+
 _CRASHES: set[asyncio.Future[Any]] = set()
+
+
+async def drain(futures: Iterable[asyncio.Future[Any]], what: str) -> None:
+    """Wait (bounded) until in-flight deliveries are done, at a revocation.
+
+    A worker must not write to a partition after it gave it up: the new owner recovers the changelog
+    when the rebalance completes, and a late write from the old owner would land after it and
+    overwrite newer state at the next recovery. Kafka finishes the rebalance only after every member
+    returned from its revocation, so waiting here closes that window.
+    """
+    pending = [f for f in futures if not f.done()]
+    if not pending:
+        return
+    _, left = await asyncio.wait(pending, timeout=REVOKE_GRACE_S)
+    if left:
+        log.warning("%d %s still in flight after %.0fs at revocation", len(left), what, REVOKE_GRACE_S)
 
 
 def crash(app: Any, exc: BaseException, what: str) -> None:

@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING, Any, cast
 from faust.types import TP, EventT, StreamT
 from orjson import loads
 
-from agents.durable import ChangelogWriter, crash
+from agents.durable import ChangelogWriter, crash, drain
 from pipeline.aggregates import dumps
 from pipeline.app import connect
 from pipeline.decode import decode
-from pipeline.preagg import ACCUMULATORS, LATE, Accumulator, Parts
+from pipeline.guard import LabelGuard
+from pipeline.preagg import ACCUMULATORS, Accumulator, FlushContext, Parts
 from pipeline.series import owner
 from schemas.events import Rejection, validator
 
@@ -85,6 +86,8 @@ class FlushJob:
     parts: Parts
     events: list[EventT[Any]]
     sends: list[Awaitable[Any]]
+    admitted: dict[str, list[str]] | None = None
+    """The label guard's admitted values, when this flush changed them."""
 
 
 @dataclass
@@ -105,6 +108,11 @@ class PartitionState:
 def tp_key(tp: TP) -> str:
     """Return the flushlog key (and partial source id) of an input partition."""
     return f"{tp.topic}:{tp.partition}"
+
+
+def guard_key(partition: int) -> str:
+    """Return the flushlog key of the label guard of one input partition number."""
+    return f"guard:{partition}"
 
 
 def element_spans(value: bytes) -> list[bytes]:
@@ -142,6 +150,7 @@ class Stage1:
         self.min_flush_s = cfg.ingest.min_flush_interval
         self.states: dict[TP, PartitionState] = {}
         self.flushlog = ChangelogWriter(pulse.flushlog)
+        self.guards: dict[int, LabelGuard] = {}
         self.chain: asyncio.Future[None] | None = None
         self.pending_flushes = 0
 
@@ -274,13 +283,13 @@ class Stage1:
             age = record_ms - ts
             if age > lateness:
                 late += 1
-                add(item, LATE)
+                add(item, ts - ts % pane_ms, True, ts)
             elif age < future:
                 ahead += 1
-                add(item, LATE)
+                add(item, ts - ts % pane_ms, True, ts)
             else:
                 valid += 1
-                add(item, ts - ts % pane_ms)
+                add(item, ts - ts % pane_ms, False, ts)
         buf.valid += valid
         buf.late += late
         buf.future += ahead
@@ -411,9 +420,15 @@ class Stage1:
             state.last_flush = now
             buf = state.buffer
             started = time.perf_counter()
-            parts = buf.acc.parts()
+            guard = self.guard(tp.partition)
+            parts = buf.acc.parts(FlushContext(self.pulse.calendar, guard))
             metrics.flush_seconds.observe(time.perf_counter() - started)
-            jobs.append(FlushJob(tp, buf.first, buf.last, parts, buf.events, buf.sends))
+            for dimension, folded in guard.take_folds().items():
+                metrics.folds.labels(dimension).inc(folded)
+            admitted = None
+            if guard.changed:
+                admitted, guard.changed = guard.snapshot(), False
+            jobs.append(FlushJob(tp, buf.first, buf.last, parts, buf.events, buf.sends, admitted))
             topic = tp.topic
             metrics.messages.labels(topic).inc(len(buf.events))
             total = buf.valid + buf.late + buf.future
@@ -450,11 +465,16 @@ class Stage1:
             await asyncio.shield(previous)
         if pulse.epoch != epoch:
             return  # revoked meanwhile: the owner replays from the flush records
-        records = [
-            await self.flushlog.put(tp_key(job.tp), {"a": job.first, "b": job.last}, job.tp.partition)
-            for job in jobs
-            if job.parts
-        ]
+        records = []
+        for job in jobs:
+            if job.admitted is not None:
+                # Before the record: a replay must fold labels exactly as this flush did.
+                records.append(
+                    await self.flushlog.put(guard_key(job.tp.partition), job.admitted, job.tp.partition)
+                )
+            if job.parts:
+                record = {"a": job.first, "b": job.last}
+                records.append(await self.flushlog.put(tp_key(job.tp), record, job.tp.partition))
         if records:
             # The record must be durable before any partial of its range can reach stage 2.
             await asyncio.gather(*records)
@@ -487,6 +507,15 @@ class Stage1:
         """A produced message could not be delivered: stop the worker; a restart replays."""
         crash(self.pulse.app, exc, "delivery of a flush")
 
+    def guard(self, partition: int) -> LabelGuard:
+        """The label guard of one input partition number, as last recorded."""
+        guard = self.guards.get(partition)
+        if guard is None:
+            limits = self.pulse.config.cardinality.limits()
+            recorded = self.pulse.flushlog.get(guard_key(partition))
+            guard = self.guards[partition] = LabelGuard(limits, recorded)
+        return guard
+
     def buffered(self) -> int:
         """Return how many events wait in stage-1 buffers."""
         return sum(len(s.buffer.events) for s in self.states.values())
@@ -496,6 +525,7 @@ class Stage1:
         for state in self.states.values():
             state.buffer.reset()
         self.states.clear()
+        self.guards.clear()
 
 
 def _payloads(blocks: list[dict[str, Any]]) -> list[bytes]:
@@ -532,6 +562,8 @@ def register(pulse: Pulse) -> Stage1:
 
     async def on_revoked(app: Any, *args: Any, **kwargs: Any) -> None:
         stage1.on_revoked()
+        if stage1.chain is not None:
+            await drain([stage1.chain], "stage-1 flushes")
 
     connect(pulse.app.on_partitions_revoked, on_revoked)
 

@@ -3,10 +3,11 @@
 An aggregate maps a short field name to
 - an int (a count, or a sum kept in fixed point: microseconds, micro-units of money), or
 - a list of ints (histogram bucket counts), or
-- a dict of bin -> int (sketch bins; int keys in stage 1, str keys once they went through JSON).
+- a dict of bin -> int (sketch bins; int keys in stage 1, str keys once they went through JSON),
+- a str: a serialized distinct-count sketch (fields named "x..."), merged by set union.
 
-Every field merges by addition, so merging is associative, commutative and exact: the same events
-always give the same numbers, in any order and on any worker.
+Counts, sums and bins merge by addition and sketches by union, so merging is associative and
+commutative: the same events always give the same numbers, in any order and on any worker.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
+
+from pipeline.distinct import union
 
 Agg = dict[str, Any]
 
@@ -40,16 +43,42 @@ def merge_into(dst: Agg, src: Mapping[str, Any]) -> Agg:
         elif type(value) is list:
             for i, count in enumerate(value):
                 current[i] += count
+        elif type(value) is str:
+            dst[key] = union((current, value))
         else:
             dst[key] = current + value
     return dst
 
 
+def newer(state: Mapping[str, Any], current: Mapping[str, Any] | None) -> bool:
+    """Last-writer-wins order of latest states: later event time "t", ties broken by content.
+
+    The order is total and independent of arrival, so applying states in any order, any number of
+    times, leaves the same winner.
+    """
+    if current is None:
+        return True
+    if state["t"] != current["t"]:
+        return bool(state["t"] > current["t"])
+    return orjson.dumps(state, option=orjson.OPT_SORT_KEYS) > orjson.dumps(
+        current, option=orjson.OPT_SORT_KEYS
+    )
+
+
 def merged(aggs: Iterable[Mapping[str, Any]]) -> Agg:
-    """Return a new aggregate that is the sum of `aggs`."""
+    """Return a new aggregate that is the sum of `aggs` (sketches united once, not pairwise)."""
     out: Agg = {}
+    sketches: dict[str, list[str]] = {}
     for agg in aggs:
-        merge_into(out, agg)
+        plain = {}
+        for key, value in agg.items():
+            if type(value) is str:
+                sketches.setdefault(key, []).append(value)
+            else:
+                plain[key] = value
+        merge_into(out, plain)
+    for key, texts in sketches.items():
+        out[key] = texts[0] if len(texts) == 1 else union(texts)
     return out
 
 

@@ -15,6 +15,7 @@ from typing import Any, cast
 from faust.types import TopicT
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
+from pipeline.calendar import Calendar
 from pipeline.config import Config
 from pipeline.kafka import PulseFaustApp
 from pipeline.telemetry import PipelineMetrics
@@ -32,6 +33,7 @@ class Pulse:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.started = time.time()
+        self.calendar = Calendar(config.metrics.timezone)
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         self.metrics = PipelineMetrics(self.registry)
@@ -87,8 +89,12 @@ class Pulse:
 
     def is_ready(self) -> bool:
         """Whether the worker has joined the group and finished recovering its state."""
+        if self.epoch == 0:
+            return False
+        if not self.app.assignor.assigned_actives():
+            return True  # more workers than partitions: nothing to recover, nothing to consume
         recovery = cast(Any, self.app.tables).recovery
-        return self.epoch > 0 and bool(recovery.completed.is_set())
+        return bool(recovery.completed.is_set())
 
 
 def connect(signal: Any, receiver: Callable[..., Awaitable[None]]) -> None:

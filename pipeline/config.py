@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
@@ -44,6 +45,7 @@ class BrokerConfig(_Section):
     heartbeat_interval: Duration | None = None
     rebalance_timeout: Duration | None = None
     fetch_max_wait: Duration | None = None
+    verify_highwaters: bool | None = None
 
     @field_validator("url")
     @classmethod
@@ -175,6 +177,32 @@ class MetricsConfig(_Section):
     """What the export computes from events."""
 
     currency: str = Field(default="KRW", pattern="^[A-Z]{3}$")
+    timezone: str = "Asia/Seoul"
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_tz(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}: use an IANA name like Asia/Seoul") from exc
+        return value
+
+
+class CardinalityConfig(_Section):
+    """Most distinct values each label dimension admits per input partition; the rest fold."""
+
+    service: int = Field(default=200, ge=1)
+    route: int = Field(default=1000, ge=1)
+    method: int = Field(default=20, ge=1)
+    user_role: int = Field(default=50, ge=1)
+    currency: int = Field(default=50, ge=1)
+    product: int = Field(default=100_000, ge=1)
+    gauge: int = Field(default=2000, ge=1)
+
+    def limits(self) -> dict[str, int]:
+        """Limit by dimension name."""
+        return self.model_dump()
 
 
 class Config(_Section):
@@ -187,6 +215,7 @@ class Config(_Section):
     ingest: IngestConfig = IngestConfig()
     windows: WindowsConfig = WindowsConfig()
     metrics: MetricsConfig = MetricsConfig()
+    cardinality: CardinalityConfig = CardinalityConfig()
 
     def topic(self, name: str) -> str:
         """Return the full name of a contract topic (prefix + name)."""
@@ -228,6 +257,11 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("PULSE_HEARTBEAT_INTERVAL", ("broker", "heartbeat_interval"), "consumer heartbeat"),
     EnvVar("PULSE_REBALANCE_TIMEOUT", ("broker", "rebalance_timeout"), "rebalance timeout"),
     EnvVar("PULSE_FETCH_MAX_WAIT", ("broker", "fetch_max_wait"), "longest wait of an empty fetch"),
+    EnvVar(
+        "PULSE_VERIFY_HIGHWATERS",
+        ("broker", "verify_highwaters"),
+        "check end offsets by a fetch (needed on Tansu)",
+    ),
     EnvVar("PULSE_TOPIC_PREFIX", ("topics", "prefix"), "prefix of every topic name"),
     EnvVar("PULSE_PARTITIONS", ("topics", "partitions"), "partitions of every pulse topic"),
     EnvVar("PULSE_REPLICATION", ("topics", "replication"), "replication factor of new topics"),
@@ -241,6 +275,7 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("PULSE_DATA_DIR", ("worker", "data_dir"), "directory for worker-local state"),
     EnvVar("PULSE_LOG_LEVEL", ("worker", "log_level"), "debug, info, warning or error"),
     EnvVar("PULSE_FLUSH_INTERVAL", ("ingest", "flush_interval"), "tick: idle flush interval"),
+    EnvVar("PULSE_TIMEZONE", ("metrics", "timezone"), "time zone of daily and monthly figures"),
     EnvVar("PULSE_MAX_MESSAGE_BYTES", ("ingest", "max_message_bytes"), "larger messages are dead-lettered"),
 )
 

@@ -1,17 +1,23 @@
-"""Faust's Kafka transport with one setting Faust hard-codes made configurable: the fetch wait.
+"""Faust's Kafka transport, adjusted for two behaviours of the embedded Tansu broker.
 
-Faust asks the broker to hold an empty fetch for 1.5 s. Apache Kafka answers as soon as data arrives,
-so that costs nothing; the embedded Tansu broker holds the fetch for the full wait, which would add
-up to 1.5 s to every hop between stages. `broker.fetch_max_wait` (short by default on the embedded
-broker) fixes that without touching Faust itself.
+- Fetch wait: Faust asks the broker to hold an empty fetch for 1.5 s. Apache Kafka answers as soon
+  as data arrives; Tansu holds the fetch for the full wait, which would add up to 1.5 s to every hop
+  between stages. `broker.fetch_max_wait` (short by default on the embedded broker) sets it.
+- High-water marks: Tansu (0.6) answers ListOffsets(latest) with the base offset of the last record
+  batch + 1, not the end of the log, while its fetch responses carry the right high-water mark.
+  Faust's table recovery reads changelogs up to ListOffsets' answer, so it would stop before the last
+  batch and lose state. With `broker.verify_highwaters` (on for the embedded broker) every answer is
+  checked by fetching from it and taking the fetch response's high-water mark.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 
 from pipeline.config import Config
 
@@ -29,6 +35,46 @@ class _Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> Any:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
+        """Return the end offset of each partition (verified by a fetch on the embedded broker)."""
+        answered = await super().highwaters(*partitions)
+        if not getattr(self.app, "verify_highwaters", False):
+            return answered
+        return await true_highwaters(self.app.conf.broker, answered)
+
+
+async def true_highwaters(broker: Any, answered: Mapping[TP, int]) -> dict[TP, int]:
+    """Fetch from each answered end offset and return the high-water marks the fetches carry."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.structs import TopicPartition
+
+    servers = [f"{url.host}:{url.port or 9092}" for url in broker]
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=servers, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=50
+    )
+    await consumer.start()
+    try:
+        out: dict[TP, int] = {}
+        wanted = {TopicPartition(tp.topic, tp.partition): tp for tp in answered}
+        consumer.assign(list(wanted))
+        for part, tp in wanted.items():
+            consumer.seek(part, max((answered[tp] or 0) - 1, 0))
+        pending = set(wanted)
+        for _ in range(20):
+            if not pending:
+                break
+            await consumer.getmany(*pending, timeout_ms=200)
+            for part in list(pending):
+                mark = consumer.highwater(part)
+                if mark is not None:
+                    out[wanted[part]] = max(mark, answered[wanted[part]] or 0)
+                    pending.discard(part)
+        for part in pending:
+            out[wanted[part]] = answered[wanted[part]]
+        return out
+    finally:
+        await consumer.stop()
+
 
 class _Transport(faust_aiokafka.Transport):
     Consumer = _Consumer
@@ -38,11 +84,14 @@ class PulseFaustApp(faust.App):
     """faust.App whose consumer uses the configured fetch wait."""
 
     fetch_max_wait_ms: int | None = None
+    verify_highwaters: bool = False
 
     def configure_fetch(self, config: Config) -> None:
-        """Take the fetch wait from the config (None keeps Faust's 1.5 s)."""
+        """Take the fetch wait (None keeps Faust's 1.5 s) and the high-water check from the config."""
         wait = config.broker.timings().get("fetch_max_wait")
         self.fetch_max_wait_ms = int(wait * 1000) if wait is not None else None
+        verify = config.broker.verify_highwaters
+        self.verify_highwaters = config.broker.embedded if verify is None else verify
 
     def _new_transport(self) -> Any:
         return _Transport(self.conf.broker_consumer, self)

@@ -10,9 +10,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from pipeline.aggregates import MICRO, Agg
+from pipeline.calendar import Calendar
 from pipeline.cells import SeriesState
 from pipeline.config import Config
+from pipeline.distinct import bounds, estimate, intersection_estimate
 from pipeline.durations import format_duration
 from pipeline.preagg import SEED_BUCKETS_S
 from pipeline.series import KINDS, parse_key
@@ -49,6 +53,23 @@ def window_values(kind: str, agg: Agg, covered_s: float) -> dict[str, float | No
     if kind == "orders_all":
         created = agg.get("nc", 0)
         return {"count": n, "created": created, "per_hour": created * 3600.0 / covered_s}
+    if kind == "users":
+        active = estimate(agg.get("xa"))
+        ordering = estimate(agg.get("xc"))
+        low, high = bounds(agg.get("xa"))
+        return {
+            "events": n,
+            "registrations": agg.get("nr", 0),
+            "active_users": active,
+            "active_users_low": low,
+            "active_users_high": high,
+            "ordering_users": ordering,
+            "conversion_ratio": _ratio(ordering, active),
+        }
+    if kind == "inventory":
+        return {"events": n, "units_sold": agg.get("us", 0)}
+    if kind == "health":
+        return {"heartbeats": n, "unhealthy": agg.get("nu", 0)}
     if kind == "revenue":
         amount = agg.get("am", 0) / MICRO
         return {
@@ -77,10 +98,17 @@ def total_values(kind: str, agg: Agg) -> dict[str, Any]:
     return {"count": n}
 
 
-def series_values(key: str, state: SeriesState, now_ms: int, config: Config) -> dict[str, Any]:
-    """Return every figure of one series at `now_ms`: its labels, total and windows."""
+def series_values(
+    key: str,
+    state: SeriesState,
+    now_ms: int,
+    config: Config,
+    calendar: Calendar | None = None,
+) -> dict[str, Any]:
+    """Return every figure of one series at `now_ms`: its labels, total, windows and states."""
     kind, labels = parse_key(key)
     spec = KINDS[kind]
+    calendar = calendar or Calendar(config.metrics.timezone)
     out: dict[str, Any] = {"kind": kind, "labels": dict(zip(spec.labels, labels, strict=True))}
     if spec.total:
         out["total"] = total_values(kind, state.total or {})
@@ -93,7 +121,73 @@ def series_values(key: str, state: SeriesState, now_ms: int, config: Config) -> 
             sp = span(now_ms, int(window * 1000), int(pane_s * 1000))
             windows[format_duration(window)] = window_values(kind, merge_window(panes, sp), sp.covered_s)
         out["windows"] = windows
+    extra = _EXTRAS.get(kind)
+    if extra is not None:
+        extra(out, state, now_ms, calendar)
     return out
+
+
+def _revenue_periods(out: dict[str, Any], state: SeriesState, now_ms: int, cal: Calendar) -> None:
+    for name, period in (("today", cal.today(now_ms)), ("this_month", cal.this_month(now_ms))):
+        agg = state.periods.get(period, {})
+        out[name] = {
+            "period": period[1:],
+            "count": agg.get("n", 0),
+            "revenue": agg.get("am", 0) / MICRO,
+            "revenue_micro": agg.get("am", 0),
+        }
+
+
+def _user_retention(out: dict[str, Any], state: SeriesState, now_ms: int, cal: Calendar) -> None:
+    today = state.periods.get(cal.today(now_ms), {})
+    yesterday = state.periods.get(cal.yesterday(now_ms), {})
+    before = estimate(yesterday.get("xa"))
+    retained = intersection_estimate(yesterday.get("xa"), today.get("xa"))
+    out["days"] = {
+        "active_today": estimate(today.get("xa")),
+        "active_yesterday": before,
+        "retained": retained,
+        "retention_ratio": _ratio(retained, before),
+        "registrations_today": today.get("nr", 0),
+    }
+
+
+def _inventory_state(out: dict[str, Any], state: SeriesState, now_ms: int, cal: Calendar) -> None:
+    products = state.entities.values()
+    total_stock = sum(max(p["s"], 0) for p in products)
+    out["stock"] = {
+        "products": len(state.entities),
+        "low_stock": sum(1 for p in products if p["s"] <= p["l"]),
+        "out_of_stock": sum(1 for p in products if p["s"] <= 0),
+        "total_stock": total_stock,
+    }
+    for figures in out.get("windows", {}).values():
+        figures["turnover"] = _ratio(figures["units_sold"], total_stock)
+
+
+def _latest_state(out: dict[str, Any], state: SeriesState, now_ms: int, cal: Calendar) -> None:
+    latest = state.latest
+    if latest is None:
+        return
+    if out["kind"] == "health":
+        out["latest"] = {
+            "status": "healthy" if latest["s"] else "unhealthy",
+            "ts": latest["t"],
+            "age_s": max(now_ms - latest["t"], 0) / 1000.0,
+            "response_time_ms": latest.get("rt"),
+        }
+    else:
+        out["latest"] = {"value": latest["v"], "ts": latest["t"]}
+        out["labels"]["labels"] = orjson.loads(out["labels"]["labels"])
+
+
+_EXTRAS = {
+    "revenue": _revenue_periods,
+    "users": _user_retention,
+    "inventory": _inventory_state,
+    "health": _latest_state,
+    "gauge": _latest_state,
+}
 
 
 @dataclass
@@ -133,6 +227,29 @@ WINDOW_METRICS: tuple[WindowMetric, ...] = (
     WindowMetric("revenue", "revenue", "o4o_revenue", "confirmed revenue in the window"),
     WindowMetric("revenue", "per_hour", "o4o_revenue_per_hour", "revenuePerHour"),
     WindowMetric("revenue", "average_order_value", "o4o_average_order_value", "averageOrderValue"),
+    WindowMetric("users", "active_users", "o4o_active_users", "activeUsers: distinct users (sketch)"),
+    WindowMetric("users", "registrations", "o4o_new_registrations", "newRegistrations"),
+    WindowMetric(
+        "users",
+        "conversion_ratio",
+        "o4o_order_conversion_ratio",
+        "orderConversionRate: distinct ordering users / distinct active users (0-1)",
+    ),
+    WindowMetric("inventory", "units_sold", "o4o_units_sold", "units sold (inventory events)"),
+    WindowMetric("inventory", "turnover", "o4o_inventory_turnover", "inventoryTurnover: units sold / stock"),
+    WindowMetric("health", "heartbeats", "o4o_heartbeats", "heartbeats received"),
+    WindowMetric("health", "unhealthy", "o4o_unhealthy_heartbeats", "heartbeats reporting unhealthy"),
+)
+
+STATE_FAMILIES = (
+    ("o4o_daily_revenue", "dailyRevenue: confirmed revenue today (metrics.timezone)"),
+    ("o4o_monthly_revenue", "monthlyRevenue: confirmed revenue this month (metrics.timezone)"),
+    ("o4o_user_retention_ratio", "userRetentionRate: share of yesterday's active users active today"),
+    ("o4o_low_stock_products", "lowStockAlerts: products at or under their low-stock threshold"),
+    ("o4o_out_of_stock_products", "outOfStockProducts: products with no stock"),
+    ("o4o_service_up", "1 when the service's last heartbeat said healthy, else 0"),
+    ("o4o_service_last_heartbeat_timestamp_seconds", "event time of the service's last heartbeat"),
+    ("o4o_service_response_time_seconds", "response time in the service's last heartbeat"),
 )
 
 LATENCY_METRICS = {
@@ -163,9 +280,12 @@ def prometheus_families(states: Mapping[str, SeriesState], now_ms: int, config: 
         family(name, "gauge", text)
     for name, kind, text in TOTAL_FAMILIES:
         family(name, kind, text)
+    for name, text in STATE_FAMILIES:
+        family(name, "gauge", text)
+    calendar = Calendar(config.metrics.timezone)
 
     for key, state in sorted(states.items()):
-        values = series_values(key, state, now_ms, config)
+        values = series_values(key, state, now_ms, config, calendar)
         kind, labels = values["kind"], values["labels"]
         for window, figures in values.get("windows", {}).items():
             wl = {**labels, "window": window}
@@ -181,7 +301,59 @@ def prometheus_families(states: Mapping[str, SeriesState], now_ms: int, config: 
                         fam.samples.append(("", {**wl, "quantile": f"{q:g}"}, value / 1000.0))
         if "total" in values:
             _total_samples(families, kind, labels, values["total"], config)
+        _state_samples(families, values)
     return list(families.values())
+
+
+def _state_samples(families: dict[str, Family], values: dict[str, Any]) -> None:
+    kind, labels = values["kind"], values["labels"]
+
+    def put(name: str, value: float | None, sample_labels: dict[str, str] | None = None) -> None:
+        if value is not None:
+            families[name].samples.append(("", labels if sample_labels is None else sample_labels, value))
+
+    if kind == "revenue":
+        put("o4o_daily_revenue", values["today"]["revenue"])
+        put("o4o_monthly_revenue", values["this_month"]["revenue"])
+    elif kind == "users":
+        put("o4o_user_retention_ratio", values["days"]["retention_ratio"])
+    elif kind == "inventory":
+        put("o4o_low_stock_products", values["stock"]["low_stock"])
+        put("o4o_out_of_stock_products", values["stock"]["out_of_stock"])
+    elif kind == "health" and "latest" in values:
+        latest = values["latest"]
+        put("o4o_service_up", 1.0 if latest["status"] == "healthy" else 0.0)
+        put("o4o_service_last_heartbeat_timestamp_seconds", latest["ts"] / 1000.0)
+        rt = latest["response_time_ms"]
+        put("o4o_service_response_time_seconds", None if rt is None else rt / 1000.0)
+    elif kind == "gauge" and "latest" in values:
+        name = gauge_metric_name(labels["name"])
+        fam = families.get(name)
+        if fam is None:
+            text = f"latest value of gauge events named {labels['name']}"
+            fam = families[name] = Family(name, "gauge", text)
+        own = {_label_name(k): str(v) for k, v in labels["labels"].items()}
+        fam.samples.append(("", own, float(values["latest"]["value"])))
+
+
+def gauge_metric_name(event_name: str) -> str:
+    """Prometheus name of gauge events: o4o_<name>, or o4o_gauge_<name> if that is taken.
+
+    Names starting with "gauge_" always take the second form, so that no two gauge names share a
+    family (e.g. "active_users" -> o4o_gauge_active_users, "gauge_active_users" ->
+    o4o_gauge_gauge_active_users).
+    """
+    name = "o4o_" + event_name
+    taken = {m.name for m in WINDOW_METRICS} | {n for n, _ in STATE_FAMILIES}
+    taken |= {n for n, _, _ in TOTAL_FAMILIES} | {n for n, _ in LATENCY_METRICS.values()}
+    taken |= {n.removesuffix("_total") for n in taken}
+    return "o4o_gauge_" + event_name if name in taken or event_name.startswith("gauge_") else name
+
+
+def _label_name(name: str) -> str:
+    """A valid Prometheus label name for a gauge event's label key."""
+    clean = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
+    return clean if clean and not clean[0].isdigit() else f"_{clean}"
 
 
 TOTAL_FAMILIES = (
@@ -225,5 +397,6 @@ def all_series_values(
     states: Mapping[str, SeriesState], now_ms: int, config: Config
 ) -> Iterable[tuple[str, dict[str, Any]]]:
     """Yield (key, values) of every owned series, sorted by key."""
+    calendar = Calendar(config.metrics.timezone)
     for key in sorted(states):
-        yield key, series_values(key, states[key], now_ms, config)
+        yield key, series_values(key, states[key], now_ms, config, calendar)

@@ -74,7 +74,35 @@ KINDS: dict[str, Kind] = {
             ("currency",),
             total=True,
             windowed=True,
-            help="confirmed orders by currency (count, amount)",
+            help="confirmed orders by currency (count, amount), also per calendar day and month",
+        ),
+        Kind(
+            "users",
+            (),
+            total=False,
+            windowed=True,
+            help="user activity: events, registrations, distinct active and ordering users",
+        ),
+        Kind(
+            "inventory",
+            (),
+            total=False,
+            windowed=True,
+            help="latest stock of every product, units sold",
+        ),
+        Kind(
+            "health",
+            ("service",),
+            total=False,
+            windowed=True,
+            help="latest heartbeat of a service, heartbeat counts",
+        ),
+        Kind(
+            "gauge",
+            ("name", "labels"),
+            total=False,
+            windowed=False,
+            help="latest value of an infrastructure figure (gauge events)",
         ),
     )
 }

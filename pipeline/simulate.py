@@ -208,8 +208,8 @@ class Traffic:
         yield (
             "gauge",
             {
-                "name": "db_query_time_ms",
-                "value": round(self.rng.lognormvariate(math.log(8), 0.5), 2),
+                "name": "db_query_time_seconds",
+                "value": round(self.rng.lognormvariate(math.log(0.008), 0.5), 5),
                 "labels": {},
                 "ts": now_ms,
             },

@@ -71,6 +71,12 @@ class PipelineMetrics:
             ["topic"],
             registry=registry,
         )
+        self.folds = Counter(
+            "pulse_label_folds",
+            "Events whose label value was folded into __other__ by the cardinality guard",
+            ["dimension"],
+            registry=registry,
+        )
         self.buffered = Gauge(
             "pulse_stage1_buffered_events",
             "Events held in stage-1 buffers, not yet flushed",

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.aggregates import Agg, merge_into
+from pipeline.aggregates import Agg, merged
 
 
 def pane_start(ts_ms: int, pane_ms: int) -> int:
@@ -42,8 +42,4 @@ def span(now_ms: int, window_ms: int, pane_ms: int) -> Span:
 
 def merge_window(panes: Mapping[int, Mapping[str, Any]], window: Span) -> Agg:
     """Sum the panes that fall in `window`."""
-    out: Agg = {}
-    for start, agg in panes.items():
-        if window.first <= start <= window.last:
-            merge_into(out, agg)
-    return out
+    return merged(agg for start, agg in panes.items() if window.first <= start <= window.last)

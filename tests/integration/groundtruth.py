@@ -103,7 +103,7 @@ def truth(events: list[tuple[str, dict[str, Any]]]) -> Truth:
             t.orders[(e["status"], e["user_role"])] += 1
             if e["status"] == "confirmed":
                 t.revenue_micro[e["currency"]] += round(e["amount"] * 1_000_000)
-        else:
+        elif kind == "error":
             t.errors[(e["service"], e["route"])] += 1
     return t
 
@@ -140,6 +140,167 @@ def window_truth(
             created += e["status"] == "created"
             if e["status"] == "confirmed":
                 confirmed[e["currency"]].append(e["amount"])
-        else:
+        elif kind == "error":
             errors[(e["service"], e["route"])] += 1
     return {"routes": routes, "all": everything, "created": created, "confirmed": confirmed, "errors": errors}
+
+
+def make_catalogue_events(
+    seed: int, now_ms: int, scale: int = 1, spread_ms: int = 50_000
+) -> list[tuple[str, dict[str, Any]]]:
+    """Users, inventory, heartbeats and gauges (unique timestamps per entity), plus orders."""
+    rng = random.Random(seed)
+    out: list[tuple[str, dict[str, Any]]] = []
+    used: set[tuple[str, str, int]] = set()
+
+    def ts(entity: tuple[str, str]) -> int:
+        while True:
+            value = now_ms - rng.randint(0, spread_ms)
+            if (*entity, value) not in used:
+                used.add((*entity, value))
+                return value
+
+    for _ in range(600 * scale):
+        action = "registered" if rng.random() < 0.2 else "active"
+        out.append(
+            (
+                "user",
+                {
+                    "user_id": f"u{rng.randint(1, 2500)}",
+                    "action": action,
+                    "role": rng.choice(["customer", "business"]),
+                    "ts": now_ms - rng.randint(0, spread_ms),
+                },
+            )
+        )
+    for _ in range(300 * scale):
+        product = f"p{rng.randint(1, 120)}"
+        out.append(
+            (
+                "inventory",
+                {
+                    "product_id": product,
+                    "stock": rng.choice([0, 0, 3, 8, 15, 40, 90]),
+                    "low_stock_threshold": rng.choice([5, 10]),
+                    "units_sold": rng.randint(0, 4),
+                    "ts": ts(("inventory", product)),
+                },
+            )
+        )
+    for _ in range(200 * scale):
+        service = rng.choice(["api", "payment", "auth", "database", "redis"])
+        out.append(
+            (
+                "heartbeat",
+                {
+                    "service": service,
+                    "status": rng.choice(["healthy", "healthy", "unhealthy"]),
+                    "response_time_ms": round(rng.uniform(1, 90), 2),
+                    "ts": ts(("heartbeat", service)),
+                },
+            )
+        )
+    for _ in range(150 * scale):
+        name = rng.choice(["db_connection_pool", "db_active_connections", "db_query_time_seconds"])
+        labels = rng.choice([{}, {"db": "main"}, {"db": "replica"}])
+        key = name + str(sorted(labels.items()))
+        out.append(
+            (
+                "gauge",
+                {
+                    "name": name,
+                    "value": round(rng.uniform(0, 50), 3),
+                    "labels": labels,
+                    "ts": ts(("gauge", key)),
+                },
+            )
+        )
+    for i in range(400 * scale):
+        out.append(
+            (
+                "order",
+                {
+                    "order_id": f"co{seed}-{i}",
+                    "status": rng.choice(["created", "confirmed", "cancelled"]),
+                    "amount": round(rng.uniform(1000, 99000), 2),
+                    "currency": "KRW",
+                    "user_id": f"u{rng.randint(1, 2500)}",
+                    "user_role": rng.choice(["customer", "business"]),
+                    "payment_method": "card",
+                    "item_count": 1,
+                    "ts": now_ms - rng.randint(0, spread_ms),
+                },
+            )
+        )
+    for _ in range(500 * scale):
+        out.append(
+            (
+                "request",
+                {
+                    "service": "api",
+                    "method": "GET",
+                    "route": rng.choice(ROUTES[:4]),
+                    "status_code": 200,
+                    "duration_ms": round(rng.uniform(1, 400), 2),
+                    "user_id": f"u{rng.randint(1, 2500)}",
+                    "ts": now_ms - rng.randint(0, spread_ms),
+                },
+            )
+        )
+    rng.shuffle(out)
+    return out
+
+
+def catalogue_truth(
+    events: list[tuple[str, dict[str, Any]]], at_ms: int, window_ms: int, pane_ms: int
+) -> dict[str, Any]:
+    """Users, inventory, health and gauge figures expected at at_ms."""
+    active: set[str] = set()
+    ordering: set[str] = set()
+    registrations = 0
+    units = 0
+    products: dict[str, dict[str, Any]] = {}
+    health: dict[str, dict[str, Any]] = {}
+    gauges: dict[tuple[str, str], dict[str, Any]] = {}
+    for kind, e in events:
+        inside = in_window(e["ts"], at_ms, window_ms, pane_ms)
+        if kind == "user":
+            if inside:
+                active.add(e["user_id"])
+                registrations += e["action"] == "registered"
+        elif kind == "order":
+            if inside:
+                active.add(e["user_id"])
+                if e["status"] in ("created", "confirmed"):
+                    ordering.add(e["user_id"])
+        elif kind == "request":
+            if inside and e.get("user_id") is not None:
+                active.add(e["user_id"])
+        elif kind == "inventory":
+            if inside:
+                units += e.get("units_sold") or 0
+            current = products.get(e["product_id"])
+            if current is None or e["ts"] > current["ts"]:
+                products[e["product_id"]] = e
+        elif kind == "heartbeat":
+            current = health.get(e["service"])
+            if current is None or e["ts"] > current["ts"]:
+                health[e["service"]] = e
+        elif kind == "gauge":
+            key = (e["name"], str(sorted(e["labels"].items())))
+            current = gauges.get(key)
+            if current is None or e["ts"] > current["ts"]:
+                gauges[key] = e
+    stock = [p["stock"] for p in products.values()]
+    return {
+        "active": len(active),
+        "ordering": len(ordering),
+        "registrations": registrations,
+        "units_sold": units,
+        "products": len(products),
+        "low_stock": sum(1 for p in products.values() if p["stock"] <= p["low_stock_threshold"]),
+        "out_of_stock": sum(1 for s in stock if s <= 0),
+        "total_stock": sum(max(s, 0) for s in stock),
+        "health": {s: (e["status"], e["ts"], e["response_time_ms"]) for s, e in health.items()},
+        "gauges": {k: e["value"] for k, e in gauges.items()},
+    }

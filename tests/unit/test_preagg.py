@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import base64
 import math
 import random
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import datasketches as ds
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.aggregates import MICRO
+from pipeline.calendar import Calendar
 from pipeline.cells import apply_block, group_cells
 from pipeline.config import Config
-from pipeline.preagg import LATE, SEED_BUCKETS_S, ErrorAcc, OrderAcc, RequestAcc
+from pipeline.guard import LabelGuard
+from pipeline.preagg import SEED_BUCKETS_S, ErrorAcc, FlushContext, OrderAcc, Parts, RequestAcc
 from pipeline.readout import prometheus_families, series_values, window_values
 from pipeline.series import series_key
 from pipeline.sketches import MIN_VALUE, RELATIVE_ACCURACY, add_values
@@ -21,10 +28,26 @@ from pipeline.windows import span
 
 PANE = 10_000
 COARSE = 60_000
-BASE = 1_700_000_040_000 - 1_700_000_040_000 % (3_600_000)
-PANES = [BASE, BASE + PANE, BASE + 2 * PANE, BASE + 7 * PANE, LATE]
+TZ = ZoneInfo("Asia/Seoul")
+BASE = int(datetime(2023, 11, 15, tzinfo=TZ).timestamp() * 1000)
+"""Local midnight in Seoul (a whole hour in epoch ms): the panes below straddle a calendar day."""
+PANES = [BASE - 2 * PANE, BASE - PANE, BASE, BASE + PANE, BASE + 7 * PANE]
+OLD = BASE - 3 * 86_400_000 - 5 * PANE
+"""Pane of events far outside the allowed lateness (only ever late)."""
 BOUNDS_MS = (100, 300, 500, 700, 1000, 3000, 5000, 7000, 10000)
 """The seed's buckets (0.1s ... 10s), written out in ms."""
+USERS = series_key("users")
+
+Timed = tuple[dict[str, Any], int, bool, int]
+"""An event with what stage 1 passes along: pane start, late?, event time (ms)."""
+
+
+def on_time(event: dict[str, Any], start: int, offset: int = 0) -> Timed:
+    return (event, start, False, start + offset)
+
+
+def late(event: dict[str, Any], start: int, offset: int = 0) -> Timed:
+    return (event, start, True, start + offset)
 
 
 def bucket_of(duration_ms: float) -> int:
@@ -42,18 +65,57 @@ def test_bucket_bounds_match_the_seed() -> None:
 # --- ground truth ----------------------------------------------------------------------------------
 
 
-def truth_requests(events: list[tuple[dict[str, Any], int]]) -> dict[str, Any]:
+def day_month(ts: int) -> tuple[str, str]:
+    """Calendar keys of an instant in Seoul, from the instant itself (not its minute)."""
+    local = datetime.fromtimestamp(ts / 1000, TZ)
+    return f"d{local:%Y%m%d}", f"m{local:%Y%m}"
+
+
+def theta(ids: Iterable[str]) -> str:
+    """The serialized Theta sketch (lg_k 12) of a small set, built with the library directly."""
+    sketch = ds.update_theta_sketch(12)
+    for uid in ids:
+        sketch.update(uid)
+    return base64.b64encode(sketch.compact().serialize()).decode("ascii")
+
+
+def truth_users(out: dict[str, Any], seen: list[tuple[Any, int, bool, int, bool]]) -> None:
+    """Add the users series of (user, pane, late, ts, converts) sightings to `out`."""
+    active: dict[int, set[str]] = {}
+    converting: dict[int, set[str]] = {}
+    days: dict[str, set[str]] = {}
+    for user, start, is_late, ts, converts in seen:
+        if not is_late:
+            active.setdefault(start, set()).add(str(user))
+            if converts:
+                converting.setdefault(start, set()).add(str(user))
+        days.setdefault(day_month(ts)[0], set()).add(str(user))
+    if not seen:
+        return
+    part = out.setdefault(USERS, {})
+    for start, ids in active.items():
+        part.setdefault("p", {}).setdefault(start, {})["xa"] = theta(ids)
+    for start, ids in converting.items():
+        part["p"][start]["xc"] = theta(ids)
+    for day, ids in days.items():
+        part.setdefault("c", {}).setdefault(day, {})["xa"] = theta(ids)
+
+
+def truth_requests(events: list[Timed]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     zeros: dict[tuple[str, int], int] = {}
-    for event, pane in events:
+    seen = []
+    for event, pane, is_late, ts in events:
         d = event["duration_ms"]
         status = event["status_code"]
+        if event.get("user_id") is not None:
+            seen.append((event["user_id"], pane, is_late, ts, False))
         hkey = series_key("http", event["method"].upper(), event["route"], str(status))
         total = out.setdefault(hkey, {}).setdefault("t", {"n": 0, "ds": 0, "h": [0] * (len(BOUNDS_MS) + 1)})
         total["n"] += 1
         total["ds"] += round(d * 1000)
         total["h"][bucket_of(d)] += 1
-        if pane == LATE:
+        if is_late:
             continue
         for key in (series_key("route", event["service"], event["route"]), series_key("requests")):
             agg = (
@@ -68,43 +130,52 @@ def truth_requests(events: list[tuple[dict[str, Any], int]]) -> dict[str, Any]:
     for (key, pane), count in zeros.items():
         if count:
             out[key]["p"][pane]["qz"] = count
+    truth_users(out, seen)
     return out
 
 
-def truth_errors(events: list[tuple[dict[str, Any], int]]) -> dict[str, Any]:
+def truth_errors(events: list[Timed]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for event, pane in events:
+    for event, pane, is_late, _ts in events:
         part = out.setdefault(series_key("errors", event["service"], event["route"]), {})
         part.setdefault("t", {"n": 0})["n"] += 1
-        if pane != LATE:
+        if not is_late:
             part.setdefault("p", {}).setdefault(pane, {"n": 0})["n"] += 1
     return out
 
 
-def truth_orders(events: list[tuple[dict[str, Any], int]]) -> dict[str, Any]:
+def truth_orders(events: list[Timed]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for event, pane in events:
+    seen = []
+    for event, pane, is_late, ts in events:
         micro = round(event["amount"] * 1_000_000)
-        keys = [series_key("orders", event["status"], event["user_role"])]
-        if event["status"] == "confirmed":
+        status = event["status"]
+        seen.append((event["user_id"], pane, is_late, ts, status in ("created", "confirmed")))
+        keys = [series_key("orders", status, event["user_role"])]
+        if status == "confirmed":
             keys.append(series_key("revenue", event["currency"]))
+            for period in day_month(ts):
+                agg = out.setdefault(keys[-1], {}).setdefault("c", {}).setdefault(period, {"n": 0, "am": 0})
+                agg["n"] += 1
+                agg["am"] += micro
         for key in keys:
             part = out.setdefault(key, {})
             total = part.setdefault("t", {"n": 0, "am": 0})
             total["n"] += 1
             total["am"] += micro
-            if pane != LATE:
+            if not is_late:
                 agg = part.setdefault("p", {}).setdefault(pane, {"n": 0, "am": 0})
                 agg["n"] += 1
                 agg["am"] += micro
-        if pane != LATE:
+        if not is_late:
             agg = (
                 out.setdefault(series_key("orders_all"), {})
                 .setdefault("p", {})
                 .setdefault(pane, {"n": 0, "nc": 0})
             )
             agg["n"] += 1
-            agg["nc"] += 1 if event["status"] == "created" else 0
+            agg["nc"] += 1 if status == "created" else 0
+    truth_users(out, seen)
     return out
 
 
@@ -113,6 +184,7 @@ def truth_orders(events: list[tuple[dict[str, Any], int]]) -> dict[str, Any]:
 SPECIAL_DURATIONS = [0, 0.0, 1e-7, MIN_VALUE, 2e-6, 0.5, *BOUNDS_MS]
 SPECIAL_DURATIONS += [math.nextafter(float(b), math.inf) for b in BOUNDS_MS]
 SPECIAL_DURATIONS += [math.nextafter(float(b), 0.0) for b in BOUNDS_MS]
+USER_IDS = ["u1", "u2", "u3", 4, 5, "6"]
 
 duration_st = st.one_of(
     st.sampled_from(SPECIAL_DURATIONS),
@@ -126,7 +198,8 @@ request_st = st.fixed_dictionaries(
         "route": st.sampled_from(["/api/orders", "/api/orders/:id", "/health"]),
         "status_code": st.sampled_from([200, 201, 302, 404, 499, 500, 503, 599]),
         "duration_ms": duration_st,
-    }
+    },
+    optional={"user_id": st.sampled_from([*USER_IDS, None])},
 )
 error_st = st.fixed_dictionaries(
     {
@@ -147,37 +220,51 @@ order_st = st.fixed_dictionaries(
         "user_role": st.sampled_from(["customer", "business"]),
         "currency": st.sampled_from(["KRW", "USD"]),
         "amount": amount_st,
+        "user_id": st.sampled_from(USER_IDS),
     }
 )
-pane_st = st.sampled_from(PANES)
+timing_st = st.one_of(
+    st.tuples(st.sampled_from(PANES), st.just(False), st.integers(0, PANE - 1)),
+    st.tuples(st.sampled_from([*PANES, OLD]), st.just(True), st.integers(0, PANE - 1)),
+)
 
 
-def feed(acc: Any, events: list[tuple[dict[str, Any], int]]) -> Any:
-    for event, pane in events:
-        acc.add(event, pane)
-    return acc.parts()
+def timed(event_st: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[Timed]:
+    return st.tuples(event_st, timing_st).map(lambda x: (x[0], x[1][0], x[1][1], x[1][0] + x[1][2]))
+
+
+def context() -> FlushContext:
+    """A flush context with the default limits (nothing here comes near them)."""
+    return FlushContext(Calendar("Asia/Seoul"), LabelGuard(Config().cardinality.limits()))
+
+
+def feed(acc: Any, events: list[Timed]) -> Parts:
+    for event, start, is_late, ts in events:
+        acc.add(event, start, is_late, ts)
+    parts: Parts = acc.parts(context())
+    return parts
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.tuples(request_st, pane_st), max_size=80))
-def test_property_request_parts_equal_ground_truth(events: list[tuple[dict[str, Any], int]]) -> None:
+@given(st.lists(timed(request_st), max_size=80))
+def test_property_request_parts_equal_ground_truth(events: list[Timed]) -> None:
     assert feed(RequestAcc(), events) == truth_requests(events)
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.tuples(error_st, pane_st), max_size=60))
-def test_property_error_parts_equal_ground_truth(events: list[tuple[dict[str, Any], int]]) -> None:
+@given(st.lists(timed(error_st), max_size=60))
+def test_property_error_parts_equal_ground_truth(events: list[Timed]) -> None:
     assert feed(ErrorAcc(), events) == truth_errors(events)
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.tuples(order_st, pane_st), max_size=60))
-def test_property_order_parts_equal_ground_truth(events: list[tuple[dict[str, Any], int]]) -> None:
+@given(st.lists(timed(order_st), max_size=60))
+def test_property_order_parts_equal_ground_truth(events: list[Timed]) -> None:
     assert feed(OrderAcc(), events) == truth_orders(events)
 
 
 def random_request(r: random.Random) -> dict[str, Any]:
-    return {
+    event = {
         "service": r.choice(["api", "web", "admin"]),
         "method": r.choice(["GET", "POST", "put"]),
         "route": r.choice(["/a", "/b/:id", "/c"]),
@@ -186,6 +273,9 @@ def random_request(r: random.Random) -> dict[str, Any]:
             [r.lognormvariate(4, 1.2), float(r.randint(0, 12_000)), r.choice(SPECIAL_DURATIONS)]
         ),
     }
+    if r.random() < 0.3:
+        event["user_id"] = r.randint(1, 400)
+    return event
 
 
 def random_order(r: random.Random) -> dict[str, Any]:
@@ -194,34 +284,43 @@ def random_order(r: random.Random) -> dict[str, Any]:
         "user_role": r.choice(["customer", "business", "affiliate"]),
         "currency": r.choice(["KRW", "USD", "EUR"]),
         "amount": r.choice([r.randint(0, 500_000), round(r.uniform(0, 999), 2), r.uniform(0, 1e5)]),
+        "user_id": f"u{r.randint(1, 300)}",
     }
+
+
+def random_timing(r: random.Random, event: dict[str, Any]) -> Timed:
+    if r.random() < 0.2:
+        return late(event, r.choice([*PANES, OLD]), r.randrange(PANE))
+    return on_time(event, r.choice(PANES), r.randrange(PANE))
 
 
 def test_seeded_random_events_equal_ground_truth() -> None:
     r = random.Random(7)
-    requests = [(random_request(r), r.choice(PANES)) for _ in range(20_000)]
+    requests = [random_timing(r, random_request(r)) for _ in range(20_000)]
     errors = [
-        ({"service": r.choice("xyz"), "route": r.choice("ab"), "error_code": r.choice("PQ")}, r.choice(PANES))
+        random_timing(r, {"service": r.choice("xyz"), "route": r.choice("ab"), "error_code": r.choice("PQ")})
         for _ in range(3_000)
     ]
-    orders = [(random_order(r), r.choice(PANES)) for _ in range(5_000)]
+    orders = [random_timing(r, random_order(r)) for _ in range(5_000)]
     req_parts = feed(RequestAcc(), requests)
     assert req_parts == truth_requests(requests)
     assert feed(ErrorAcc(), errors) == truth_errors(errors)
     assert feed(OrderAcc(), orders) == truth_orders(orders)
     # Sanity of the roll-ups: the global series holds every on-time request once.
-    on_time = [e for e, p in requests if p != LATE]
+    in_time = [e for e, _, is_late, _ in requests if not is_late]
     global_n = sum(agg["n"] for agg in req_parts[series_key("requests")]["p"].values())
-    assert global_n == len(on_time)
+    assert global_n == len(in_time)
     http_n = sum(part["t"]["n"] for key, part in req_parts.items() if key.startswith('["http"'))
     assert http_n == len(requests)
+    # The panes straddle local midnight: on-time users land in two calendar days.
+    assert len(req_parts[USERS]["c"]) == 3  # the day before, the day after, and the late OLD day
 
 
 def test_late_events_count_in_totals_but_not_in_panes() -> None:
     req = {"service": "api", "method": "GET", "route": "/a", "status_code": 503, "duration_ms": 250.5}
-    order = {"status": "confirmed", "user_role": "customer", "currency": "KRW", "amount": 1500}
+    order = {"status": "confirmed", "user_role": "customer", "currency": "KRW", "amount": 1500, "user_id": 9}
     error = {"service": "api", "route": "/a", "error_code": "E"}
-    req_parts = feed(RequestAcc(), [(req, LATE), (req, LATE), (req, BASE)])
+    req_parts = feed(RequestAcc(), [late(req, OLD), late(req, BASE), on_time(req, BASE)])
     assert req_parts[series_key("http", "GET", "/a", "503")]["t"] == {
         "n": 3,
         "ds": 3 * 250_500,
@@ -231,32 +330,48 @@ def test_late_events_count_in_totals_but_not_in_panes() -> None:
     assert list(route["p"]) == [BASE]
     assert route["p"][BASE]["n"] == 1
     assert route["p"][BASE]["e5"] == 1
-    only_late = feed(RequestAcc(), [(req, LATE)])
+    only_late = feed(RequestAcc(), [late(req, BASE)])
     assert list(only_late) == [series_key("http", "GET", "/a", "503")]
 
-    order_parts = feed(OrderAcc(), [(order, LATE), (order, BASE)])
+    order_parts = feed(OrderAcc(), [late(order, OLD), on_time(order, BASE)])
+    old_day, day = day_month(OLD)[0], day_month(BASE)[0]
+    assert (old_day, day) == ("d20231111", "d20231115")
     assert order_parts[series_key("revenue", "KRW")] == {
         "t": {"n": 2, "am": 3000 * MICRO},
         "p": {BASE: {"n": 1, "am": 1500 * MICRO}},
+        "c": {
+            old_day: {"n": 1, "am": 1500 * MICRO},
+            day: {"n": 1, "am": 1500 * MICRO},
+            "m202311": {"n": 2, "am": 3000 * MICRO},
+        },
     }
     assert order_parts[series_key("orders_all")] == {"p": {BASE: {"n": 1, "nc": 0}}}
-    late_order = feed(OrderAcc(), [(order, LATE)])
+    # The late order's user is active on its own day, but in no pane.
+    assert order_parts[USERS] == {
+        "p": {BASE: {"xa": theta(["9"]), "xc": theta(["9"])}},
+        "c": {old_day: {"xa": theta(["9"])}, day: {"xa": theta(["9"])}},
+    }
+    late_order = feed(OrderAcc(), [late(order, BASE)])
     assert late_order[series_key("orders", "confirmed", "customer")] == {"t": {"n": 1, "am": 1500 * MICRO}}
     assert series_key("orders_all") not in late_order
+    assert "p" not in late_order[series_key("revenue", "KRW")]
+    assert late_order[USERS] == {"c": {day: {"xa": theta(["9"])}}}
 
-    error_parts = feed(ErrorAcc(), [(error, LATE), (error, LATE), (error, BASE + PANE)])
+    error_parts = feed(ErrorAcc(), [late(error, OLD), late(error, BASE), on_time(error, BASE + PANE)])
     assert error_parts[series_key("errors", "api", "/a")] == {"t": {"n": 3}, "p": {BASE + PANE: {"n": 1}}}
 
 
 def test_fixed_point_sums_are_exact() -> None:
     # 0.1 + 0.2 != 0.3 in floats; micro-units and microseconds add exactly.
     orders = [
-        ({"status": "confirmed", "user_role": "c", "currency": "USD", "amount": a}, BASE) for a in (0.1, 0.2)
+        on_time({"status": "confirmed", "user_role": "c", "currency": "USD", "amount": a, "user_id": 1}, BASE)
+        for a in (0.1, 0.2)
     ]
     parts = feed(OrderAcc(), orders)
     assert parts[series_key("revenue", "USD")]["t"]["am"] == 300_000
+    assert parts[series_key("revenue", "USD")]["c"][day_month(BASE)[0]]["am"] == 300_000
     reqs = [
-        ({"service": "s", "method": "GET", "route": "/", "status_code": 200, "duration_ms": d}, BASE)
+        on_time({"service": "s", "method": "GET", "route": "/", "status_code": 200, "duration_ms": d}, BASE)
         for d in (0.1, 0.2, 0.0004, 1.2346)
     ]
     parts = feed(RequestAcc(), reqs)
@@ -267,7 +382,7 @@ def test_fixed_point_sums_are_exact() -> None:
 
 def test_histogram_le_semantics_at_the_bounds() -> None:
     reqs = [
-        ({"service": "s", "method": "GET", "route": "/", "status_code": 200, "duration_ms": d}, BASE)
+        on_time({"service": "s", "method": "GET", "route": "/", "status_code": 200, "duration_ms": d}, BASE)
         for d in (0, 100, 100.0001, 300, 10_000, 10_000.5, 99_999)
     ]
     parts = feed(RequestAcc(), reqs)
@@ -277,11 +392,7 @@ def test_histogram_le_semantics_at_the_bounds() -> None:
 # --- readout of known panes ------------------------------------------------------------------------
 
 
-def build_states(
-    requests: list[tuple[dict[str, Any], int]],
-    orders: list[tuple[dict[str, Any], int]],
-    errors: list[tuple[dict[str, Any], int]],
-) -> dict[str, Any]:
+def build_states(requests: list[Timed], orders: list[Timed], errors: list[Timed]) -> dict[str, Any]:
     cells: dict[str, Any] = {}
     for source, acc, events in (
         ("r", RequestAcc(), requests),
@@ -306,9 +417,9 @@ def test_window_values_of_known_panes() -> None:
     r = random.Random(11)
     now = BASE + 40 * 60_000 + 25_000  # 25 s into a fine pane, 25 s into a coarse pane
     # Events every 5 s over the last 70 minutes (some outside every window), plus late ones.
-    requests: list[tuple[dict[str, Any], int]] = []
-    orders: list[tuple[dict[str, Any], int]] = []
-    errors: list[tuple[dict[str, Any], int]] = []
+    requests: list[Timed] = []
+    orders: list[Timed] = []
+    errors: list[Timed] = []
     timeline: list[tuple[int, dict[str, Any], str]] = []
     for ts in range(now - 70 * 60_000, now + 1, 5_000):
         pane = ts - ts % PANE
@@ -320,7 +431,7 @@ def test_window_values_of_known_panes() -> None:
                 "status_code": r.choice([200, 200, 200, 500, 503]),
                 "duration_ms": r.choice([r.lognormvariate(4, 1), 0.0]),
             }
-            requests.append((event, pane))
+            requests.append((event, pane, False, ts))
             timeline.append((ts, event, "request"))
         for _ in range(r.randint(0, 2)):
             event = {
@@ -328,15 +439,16 @@ def test_window_values_of_known_panes() -> None:
                 "user_role": "customer",
                 "currency": "KRW",
                 "amount": r.randint(1, 200) * 500,
+                "user_id": r.randint(1, 50),
             }
-            orders.append((event, pane))
+            orders.append((event, pane, False, ts))
             timeline.append((ts, event, "order"))
         if r.random() < 0.3:
             event = {"service": "api", "route": "/a", "error_code": "E"}
-            errors.append((event, pane))
+            errors.append((event, pane, False, ts))
             timeline.append((ts, event, "error"))
     late_request = {"service": "api", "method": "GET", "route": "/a", "status_code": 500, "duration_ms": 5.0}
-    requests += [(late_request, LATE)] * 5
+    requests += [late(late_request, OLD, 1_234)] * 3 + [late(late_request, now - now % PANE)] * 2
     states = build_states(requests, orders, errors)
 
     for label, window_s in (("1m", 60), ("5m", 300), ("1h", 3600)):
@@ -406,7 +518,7 @@ def test_window_values_of_known_panes() -> None:
     assert err["total"] == {"count": len(errors)}
     http_key = series_key("http", "GET", "/a", "500")
     http = series_values(http_key, states[http_key], now, config)
-    want_n = sum(1 for e, _ in requests if e["route"] == "/a" and e["status_code"] == 500)
+    want_n = sum(1 for e, *_ in requests if e["route"] == "/a" and e["status_code"] == 500)
     assert http["total"]["count"] == want_n
     assert sum(http["total"]["buckets"]) == want_n
 
@@ -428,7 +540,7 @@ def test_readout_of_a_young_current_pane_divides_by_the_covered_span() -> None:
     now = BASE + 30 * PANE + 2_000  # 2 s into the current pane
     event = {"service": "api", "method": "GET", "route": "/a", "status_code": 200, "duration_ms": 10.0}
     pane_now = now - now % PANE
-    states = build_states([(event, pane_now)] * 104, [], [])
+    states = build_states([on_time(event, pane_now, 1_000)] * 104, [], [])
     fig = series_values(series_key("requests"), states[series_key("requests")], now, config)["windows"]["1m"]
     sp = span(now, 60_000, PANE)
     assert sp.covered_s == pytest.approx(52.0)
@@ -438,7 +550,7 @@ def test_readout_of_a_young_current_pane_divides_by_the_covered_span() -> None:
 def test_prometheus_histogram_is_cumulative_and_ends_with_count() -> None:
     config = Config()
     reqs = [
-        ({"service": "s", "method": "get", "route": "/", "status_code": 200, "duration_ms": d}, BASE)
+        on_time({"service": "s", "method": "get", "route": "/", "status_code": 200, "duration_ms": d}, BASE)
         for d in (50, 150, 150, 2000, 20_000)
     ]
     states = build_states(reqs, [], [])

@@ -13,13 +13,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.aggregates import Agg, dumps, loads_block_series, merge_into, merged
+from pipeline.calendar import Calendar
 from pipeline.cells import (
     COARSE,
+    ENTITY,
     FINE,
+    LATEST,
+    PERIOD,
+    SEP,
     TOTAL,
+    Retention,
     apply_block,
     cell_key,
-    expired_keys,
     group_cells,
     split_cell_key,
 )
@@ -29,6 +34,11 @@ from pipeline.windows import Span, merge_window, pane_start, span
 
 PANE = 10_000
 COARSE_MS = 60_000
+SEOUL = Calendar("Asia/Seoul")
+
+
+def expired_keys(keys: Sequence[str], now: int, fine_keep: int, coarse_keep: int) -> list[str]:
+    return Retention(fine_keep, coarse_keep, SEOUL).expired(keys, now)
 
 
 # --- windows -------------------------------------------------------------------------------------
@@ -178,7 +188,7 @@ def test_apply_block_writes_total_fine_and_coarse_cells() -> None:
     assert cells[cell_key(HTTP, TOTAL)] == {"a": {"p0": 41}, "v": block[HTTP]["t"]}
     for start, agg in block[ROUTE]["p"].items():
         assert cells[cell_key(ROUTE, FINE, start)] == {"a": {"p0": 41}, "v": agg}
-    coarse = {split_cell_key(k)[2] for k in cells if split_cell_key(k)[:2] == (ROUTE, COARSE)}
+    coarse = {int(split_cell_key(k)[2]) for k in cells if split_cell_key(k)[:2] == (ROUTE, COARSE)}
     assert coarse == {pane_start(s, COARSE_MS) for s in block[ROUTE]["p"]}
     # Cells do not alias the block: changing the cells leaves the block as it was.
     before = copy.deepcopy(block)
@@ -221,6 +231,55 @@ def test_crash_after_any_prefix_of_writes_then_replay_equals_once(prior: bool) -
         # ... and a second replay changes nothing more.
         apply_block(survived, "p0", 12, block, COARSE_MS)
         assert survived == once
+
+
+INVENTORY = series_key("inventory")
+HEALTH = series_key("health", "api")
+REVENUE = series_key("revenue", "KRW")
+
+
+def mixed_block(seed: int) -> dict[str, Any]:
+    """A block with every section: totals, panes, calendar periods, latest and entity states."""
+    r = random.Random(seed)
+    block = sample_block(seed)
+    block[REVENUE] = {
+        "t": {"n": 2, "am": r.randint(1, 10**9)},
+        "c": {"d20231114": {"n": 1, "am": r.randint(1, 10**6)}, "m202311": {"n": 2, "am": 5}},
+    }
+    block[HEALTH] = {"l": {"t": r.randint(0, 50), "s": r.randint(0, 1), "rt": None}}
+    block[INVENTORY] = {
+        "e": {f"p{i}": {"t": r.randint(0, 50), "s": r.randint(-1, 9), "l": 3} for i in range(4)},
+        "p": {BASE: {"n": 3, "us": r.randint(0, 20)}},
+    }
+    return block
+
+
+@pytest.mark.parametrize("prior", [False, True])
+def test_crash_and_replay_of_a_block_with_every_section(prior: bool) -> None:
+    block = mixed_block(3)
+    start: dict[str, Any] = applied([("p0", 5, mixed_block(4)), ("p1", 9, mixed_block(5))]) if prior else {}
+    once = applied([("p0", 12, block)], start)
+    recording = Recording(copy.deepcopy(start))
+    stale = apply_block(recording, "p0", 12, block, COARSE_MS).skipped
+    assert dict(recording) == once
+    assert prior or stale == 0
+    writes = recording.snapshots
+    assert len(writes) == sum(1 for k in once if once[k] != start.get(k))
+    for k in range(len(writes) + 1):
+        survived = copy.deepcopy(writes[k - 1]) if k else copy.deepcopy(start)
+        result = apply_block(survived, "p0", 12, block, COARSE_MS)
+        assert survived == once, f"crash after {k} writes"
+        assert result.skipped == k + stale
+        apply_block(survived, "p0", 12, block, COARSE_MS)
+        assert survived == once
+
+
+def test_blocks_with_every_section_commute_and_repeat() -> None:
+    blocks = [("p0", 4, mixed_block(7)), ("p1", 8, mixed_block(8)), ("p2", 2, mixed_block(9))]
+    want = applied(blocks)
+    assert {k: c["v"] for k, c in want.items()} == expected_cells(blocks)
+    for order in ([2, 1, 0], [1, 0, 2], [0, 0, 2, 1, 2, 1]):
+        assert applied([blocks[i] for i in order]) == want
 
 
 def test_block_after_json_round_trip_applies_like_the_original() -> None:
@@ -276,9 +335,25 @@ def test_group_cells_sorts_cells_by_series_and_resolution() -> None:
 
 def test_cell_key_round_trip() -> None:
     for series in (ROUTE, ERRORS, series_key("route", "a\x1eb", "/x/t1")):
-        assert split_cell_key(cell_key(series, TOTAL)) == (series, TOTAL, None)
-        assert split_cell_key(cell_key(series, FINE, 1_700_000_010_000)) == (series, FINE, 1_700_000_010_000)
-        assert split_cell_key(cell_key(series, COARSE, 0)) == (series, COARSE, 0)
+        assert SEP not in series  # JSON escapes control characters
+        assert split_cell_key(cell_key(series, TOTAL)) == (series, TOTAL, "")
+        assert split_cell_key(cell_key(series, FINE, 1_700_000_010_000)) == (series, FINE, "1700000010000")
+        assert split_cell_key(cell_key(series, COARSE, 0)) == (series, COARSE, "0")
+        assert split_cell_key(cell_key(series, PERIOD, "d20261126")) == (series, PERIOD, "d20261126")
+        assert split_cell_key(cell_key(series, LATEST)) == (series, LATEST, "")
+        # Entity ids are free text (product ids): even a separator inside one round-trips.
+        for entity in ("p-1", "42", "a\x1eb", "\x1e", "e\x1ef1"):
+            assert split_cell_key(cell_key(series, ENTITY, entity)) == (series, ENTITY, entity)
+
+
+def test_group_cells_keeps_entities_whose_id_holds_the_separator() -> None:
+    inventory = series_key("inventory")
+    states = {"plain": {"t": 5, "s": 1, "l": 0}, "odd\x1eid": {"t": 6, "s": 2, "l": 0}}
+    cells: dict[str, Any] = {}
+    apply_block(cells, "p0", 1, {inventory: {"e": states}}, COARSE_MS)
+    grouped = group_cells(cells.items())
+    assert set(grouped) == {inventory}
+    assert grouped[inventory].entities == states
 
 
 def test_expired_keys_drops_only_panes_past_retention() -> None:
@@ -292,17 +367,17 @@ def test_expired_keys_drops_only_panes_past_retention() -> None:
         keys += [cell_key(s, COARSE, start) for start in range(0, now + 1, COARSE_MS)]
     dropped = set(expired_keys(keys, now, fine_keep, coarse_keep))
     for key in keys:
-        _, res, start = split_cell_key(key)
+        _, res, rest = split_cell_key(key)
         if res == TOTAL:
             assert key not in dropped
         elif res == FINE:
-            assert start is not None
-            assert (key in dropped) == (start < now - fine_keep), key
+            assert (key in dropped) == (int(rest) < now - fine_keep), key
         else:
-            assert start is not None
-            assert (key in dropped) == (start < now - coarse_keep), key
-    # Totals never expire, however old.
-    assert expired_keys([cell_key(s, TOTAL) for s in series], 10**15, 1, 1) == []
+            assert (key in dropped) == (int(rest) < now - coarse_keep), key
+    # Totals, latest states and entity states never expire, however old.
+    forever = [cell_key(s, TOTAL) for s in series] + [cell_key(s, LATEST) for s in series]
+    forever += [cell_key(s, ENTITY, e) for s in series for e in ("p1", "0", "f1")]
+    assert expired_keys(forever, 10**15, 1, 1) == []
 
 
 def test_expiry_keeps_every_pane_a_window_or_a_late_event_still_needs() -> None:
@@ -338,20 +413,32 @@ agg_st = st.fixed_dictionaries(
         "q": st.dictionaries(st.integers(-50, 500), st.integers(1, 5), max_size=4),
     }
 )
+state_st = st.fixed_dictionaries({"t": st.integers(0, 4), "s": st.integers(-2, 2)})
+"""Latest states: few event times, so ties (broken by content) are common."""
 part_st = st.fixed_dictionaries(
     {},
     optional={
         "t": agg_st,
         "p": st.dictionaries(st.integers(0, 40).map(lambda i: BASE + i * PANE), agg_st, max_size=5),
+        "c": st.dictionaries(st.sampled_from(["d20231114", "d20231115", "m202311"]), agg_st, max_size=3),
+        "l": state_st,
+        "e": st.dictionaries(st.sampled_from(["p1", "p2", "p\x1e3"]), state_st, max_size=3),
     },
 )
 series_st = st.dictionaries(st.sampled_from(SERIES), part_st, min_size=1, max_size=4)
 blocks_st = st.lists(st.tuples(st.sampled_from(["p0", "p1", "p2"]), series_st), min_size=1, max_size=8)
 
 
-def expected_cells(blocks: list[tuple[str, int, Mapping[str, Any]]]) -> dict[str, Agg]:
-    """Ground truth: each cell is the plain sum of every block's contribution to it."""
+def last_writer(states: list[Agg]) -> Agg:
+    """The winner of last-writer-wins: latest event time, ties broken by the sorted JSON."""
+    return max(states, key=lambda s: (s["t"], orjson.dumps(s, option=orjson.OPT_SORT_KEYS)))
+
+
+def expected_cells(blocks: Sequence[tuple[str, int, Mapping[str, Any]]]) -> dict[str, Agg]:
+    """Ground truth: each additive cell is the plain sum of every block's contribution to it, each
+    latest or entity cell the last writer of every state written to it."""
     contributions: dict[str, list[Agg]] = {}
+    states: dict[str, list[Agg]] = {}
     for _source, _end, series in blocks:
         for skey, part in series.items():
             if part.get("t"):
@@ -359,7 +446,15 @@ def expected_cells(blocks: list[tuple[str, int, Mapping[str, Any]]]) -> dict[str
             for start, agg in (part.get("p") or {}).items():
                 contributions.setdefault(cell_key(skey, FINE, start), []).append(agg)
                 contributions.setdefault(cell_key(skey, COARSE, pane_start(start, COARSE_MS)), []).append(agg)
-    return {key: merged(aggs) for key, aggs in contributions.items()}
+            for period, agg in (part.get("c") or {}).items():
+                contributions.setdefault(cell_key(skey, PERIOD, period), []).append(agg)
+            if part.get("l"):
+                states.setdefault(cell_key(skey, LATEST), []).append(part["l"])
+            for entity, state in (part.get("e") or {}).items():
+                states.setdefault(cell_key(skey, ENTITY, entity), []).append(state)
+    out = {key: merged(aggs) for key, aggs in contributions.items()}
+    out.update((key, last_writer(candidates)) for key, candidates in states.items())
+    return out
 
 
 @settings(max_examples=120, deadline=None)
@@ -396,3 +491,8 @@ def test_property_replays_and_crashes_never_count_twice(
         assert set(cell["a"]) <= set(ends)
         assert all(offset <= ends[src] for src, offset in cell["a"].items()), key
     assert_coarse_is_sum_of_fine(cells)
+    grouped = group_cells(cells.items())
+    assert set(grouped) <= set(SERIES)
+    assert sum(len(state.entities) for state in grouped.values()) == sum(
+        1 for key in want if split_cell_key(key)[1] == ENTITY
+    )
