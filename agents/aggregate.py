@@ -12,12 +12,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import orjson
-from faust.types import EventT, StreamT
+from faust.types import TP, EventT, StreamT
 
-from agents.durable import ChangelogWriter, ack_when_delivered, crash, drain
+from agents.durable import ChangelogWriter, crash, drain
 from pipeline.aggregates import loads_block_series
 from pipeline.app import connect
 from pipeline.cells import Retention, SeriesState, apply_block, group_cells, split_cell_key
@@ -106,6 +107,20 @@ class SeriesView:
                 self._by_partition.get(owner(series, self.partitions), set()).discard(series)
 
 
+def position_key(partition: int) -> str:
+    """Flushlog key of the last partials offset whose effect is durable, per partials partition."""
+    return f"applied:{partition}"
+
+
+@dataclass
+class Cursor:
+    """Where stage 2 stands in one partials partition within one assignment."""
+
+    epoch: int
+    rewind_to: int | None = None
+    last_seen: int = -1
+
+
 class Stage2:
     """Runtime of the aggregate agent on one worker.
 
@@ -131,12 +146,18 @@ class Stage2:
         self.last_tick_ms: dict[int, int] = {}
         self.dirty: dict[str, int] = {}
         self.inflight: set[asyncio.Future[Any]] = set()
+        self.chain: asyncio.Future[None] | None = None
+        self.cursors: dict[int, Cursor] = {}
+        self.positions = ChangelogWriter(pulse.flushlog)
         self.pending: list[EventT[Any]] = []
         self.pending_since = 0.0
 
     async def on_event(self, event: EventT[Any]) -> None:
         """Apply one partials message (blocks or a tick) of an owned partition."""
-        partition = event.message.partition
+        message = event.message
+        partition = message.partition
+        if not await self._in_order(partition, message.offset):
+            return
         data = orjson.loads(event.value)
         tick = data.get("tick")
         if tick is not None:
@@ -147,6 +168,38 @@ class Stage2:
             self.pending_since = time.monotonic()
         self.pending.append(event)
         await self.maybe_write()
+
+    async def _in_order(self, partition: int, offset: int) -> bool:
+        """Whether to apply this message; after an assignment, resume after the recorded position.
+
+        Faust acknowledges, without delivering them, messages it skips around a rebalance; its
+        committed offset can then pass messages this stage never applied. The position recorded with
+        every delivered batch of cell writes is the truth: a partition that resumes beyond it is
+        rewound (cells skip what they already hold).
+        """
+        cursor = self.cursors.get(partition)
+        if cursor is None or cursor.epoch != self.pulse.epoch:
+            cursor = self.cursors[partition] = Cursor(self.pulse.epoch)
+            recorded = self.pulse.flushlog.get(position_key(partition))
+            if recorded is not None and offset > int(recorded) + 1:
+                cursor.rewind_to = int(recorded) + 1
+                cursor.last_seen = offset
+                log.info(
+                    "partials %d resumes at %d after the last applied %d: rewinding",
+                    partition,
+                    offset,
+                    int(recorded),
+                )
+                await self.pulse.app.consumer.seek(TP(self.pulse.partials_name, partition), cursor.rewind_to)
+                return False
+        if cursor.rewind_to is None:
+            return True
+        restarted = offset <= cursor.last_seen
+        cursor.last_seen = offset
+        if offset == cursor.rewind_to or (restarted and offset > cursor.rewind_to):
+            cursor.rewind_to = None
+            return True
+        return False  # fetched before the seek: delivered again after it
 
     def apply(self, partition: int, blocks: list[dict[str, Any]]) -> None:
         """Merge blocks into the cells in memory and mark what changed."""
@@ -201,10 +254,40 @@ class Stage2:
                 sends.append(await self.writer.delete(key, partition))
             else:
                 sends.append(await self.writer.put(key, value, partition))
-        pending = ack_when_delivered(events, sends, self.fatal)
-        if pending is not None:
-            self.inflight.add(pending)
-            pending.add_done_callback(self.inflight.discard)
+        positions: dict[int, int] = {}
+        for event in events:
+            message = event.message
+            positions[message.partition] = max(positions.get(message.partition, -1), message.offset)
+        previous = self.chain
+        self.chain = asyncio.ensure_future(self._complete(events, sends, positions, previous))
+        self.inflight.add(self.chain)
+        self.chain.add_done_callback(self._completed)
+
+    async def _complete(
+        self,
+        events: list[EventT[Any]],
+        sends: list[Awaitable[Any]],
+        positions: dict[int, int],
+        previous: asyncio.Future[None] | None,
+    ) -> None:
+        """Once the cells are delivered: record the applied position, then acknowledge."""
+        if previous is not None:
+            await asyncio.shield(previous)
+        if sends:
+            await asyncio.gather(*sends)
+        marks = [
+            await self.positions.put(position_key(partition), offset, partition)
+            for partition, offset in positions.items()
+        ]
+        if marks:
+            await asyncio.gather(*marks)
+        for event in events:
+            event.ack()
+
+    def _completed(self, fut: asyncio.Future[None]) -> None:
+        self.inflight.discard(fut)
+        if not fut.cancelled() and fut.exception() is not None:
+            self.fatal(fut.exception())  # type: ignore[arg-type]
 
     def fatal(self, exc: BaseException) -> None:
         """A changelog write failed: stop the worker; the unacked input is replayed on restart."""

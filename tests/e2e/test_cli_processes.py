@@ -464,13 +464,16 @@ def test_sigkill_of_up_leaves_no_orphan(pulse: Callable[..., Run]) -> None:
 def test_sigkill_of_up_while_it_stops_after_a_broker_crash_leaves_no_orphan(
     pulse: Callable[..., Run],
 ) -> None:
-    """The worst case for PDEATHSIG: a worker that lost its broker ignores SIGTERM (its shutdown keeps
-    retrying the dead broker), so when `pulse up` is killed during its stop only SIGKILL clears it."""
+    """The worst case for PDEATHSIG: `pulse up` is killed while it waits for a worker that does not react
+    to SIGTERM (as a worker whose shutdown keeps retrying a dead broker may). The worker is frozen with
+    SIGSTOP so that the case does not depend on how quickly its shutdown happens to be."""
     run, port = start_up(pulse)
     worker = run.child(_is_worker)
+    os.kill(worker.pid, signal.SIGSTOP)
     os.kill(run.child(_is_broker).pid, signal.SIGKILL)
-    time.sleep(1.5)  # `pulse up` has noticed and sent SIGTERM to the worker, which hangs in its shutdown
-    assert run.running() and worker.alive(), f"nothing left to test: the stop was quick\n{run.tail()}"
+    time.sleep(1.5)  # `pulse up` has noticed and sent SIGTERM to the frozen worker, and waits out its grace
+    assert run.running() and worker.alive(), f"`pulse up` did not wait for its worker\n{run.tail()}"
+    run.track()
     run.signal(signal.SIGKILL)
     run.wait(5)
     run.wait_no_survivors(ORPHAN_WITHIN)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -35,7 +36,13 @@ def test_creates_every_topic_with_the_configured_partitions(cluster: Cluster) ->
     expected = Pulse(load_config(cluster.env())).all_topic_names()
     assert set(expected) <= set(counts)
     assert {counts[name] for name in expected} == {3}
-    health = httpx.get(f"{worker.url}/health", timeout=5).json()
+    # a group's first rebalance may hand out an empty assignment before the real one
+    deadline = time.monotonic() + 30
+    while True:
+        health = httpx.get(f"{worker.url}/health", timeout=5).json()
+        if health["worker"]["partitions"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert health["status"] == "healthy"
     assert sorted(health["worker"]["partitions"]) == [0, 1, 2]
 
