@@ -25,6 +25,7 @@ from pipeline.cells import Retention, SeriesState, apply_block, group_cells, spl
 from pipeline.series import owner
 
 if TYPE_CHECKING:
+    from agents.evaluate import Evaluator
     from pipeline.app import Pulse
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,11 @@ class SeriesView:
             current.periods.update(fresh.periods)
             current.entities.update(fresh.entities)
         self.pulse.metrics.owned_series.set(len(self._states))
+
+    def keys_of(self, partition: int) -> list[str]:
+        """Return the keys of the series owned through one partition."""
+        self.states()
+        return list(self._by_partition.get(partition, ()))
 
     def expiring_keys(self, partition: int) -> list[str]:
         """Return the pane and period cell keys of the series owned through one partition."""
@@ -151,6 +157,8 @@ class Stage2:
         self.positions = ChangelogWriter(pulse.flushlog)
         self.pending: list[EventT[Any]] = []
         self.pending_since = 0.0
+        self.sends: list[Awaitable[Any]] = []
+        self.evaluator: Evaluator | None = None
 
     async def on_event(self, event: EventT[Any]) -> None:
         """Apply one partials message (blocks or a tick) of an owned partition."""
@@ -161,7 +169,7 @@ class Stage2:
         data = orjson.loads(event.value)
         tick = data.get("tick")
         if tick is not None:
-            self.on_tick(partition, int(tick))
+            await self.on_tick(partition, int(tick))
         else:
             self.apply(partition, data["blocks"])
         if not self.pending:
@@ -181,15 +189,13 @@ class Stage2:
         if cursor is None or cursor.epoch != self.pulse.epoch:
             cursor = self.cursors[partition] = Cursor(self.pulse.epoch)
             recorded = self.pulse.flushlog.get(position_key(partition))
-            if recorded is not None and offset > int(recorded) + 1:
-                cursor.rewind_to = int(recorded) + 1
+            # Nothing recorded yet but the partition resumes past its start: its previous owner died
+            # before its first commit, and the broker's reset policy is not to be trusted (Tansu).
+            resume_at = 0 if recorded is None else int(recorded) + 1
+            if offset > resume_at:
+                cursor.rewind_to = resume_at
                 cursor.last_seen = offset
-                log.info(
-                    "partials %d resumes at %d after the last applied %d: rewinding",
-                    partition,
-                    offset,
-                    int(recorded),
-                )
+                log.info("partials %d resumes at %d, after %d: rewinding", partition, offset, resume_at)
                 await self.pulse.app.consumer.seek(TP(self.pulse.partials_name, partition), cursor.rewind_to)
                 return False
         if cursor.rewind_to is None:
@@ -217,9 +223,11 @@ class Stage2:
             if result.skipped:
                 metrics.cells_skipped.inc(result.skipped)
 
-    def on_tick(self, partition: int, now_ms: int) -> None:
-        """Housekeeping on the clock: drop panes past their retention."""
+    async def on_tick(self, partition: int, now_ms: int) -> None:
+        """Work on the clock: evaluate the rules, drop panes past their retention."""
         self.last_tick_ms[partition] = now_ms
+        if self.evaluator is not None:
+            self.sends.extend(await self.evaluator.on_tick(partition, now_ms))
         now = time.monotonic()
         if now - self.last_expiry.get(partition, 0.0) < EXPIRY_EVERY_S:
             return
@@ -247,7 +255,7 @@ class Stage2:
         dirty, self.dirty = self.dirty, {}
         events, self.pending = self.pending, []
         store = self.pulse.cells.data
-        sends: list[Awaitable[Any]] = []
+        sends, self.sends = self.sends, []
         for key, partition in dirty.items():
             value = store.get(key)
             if value is None:

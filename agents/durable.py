@@ -25,7 +25,7 @@ class ChangelogWriter:
     def __init__(self, table: TableT[Any, Any]) -> None:
         self.table = table
 
-    async def put(self, key: str, value: Any, partition: int) -> Awaitable[Any]:
+    async def put(self, key: str | bytes, value: Any, partition: int) -> Awaitable[Any]:
         """Set `key` in memory and send it to changelog `partition`."""
         store = self.table.data
         store[key] = value
@@ -34,7 +34,7 @@ class ChangelogWriter:
             key_partition[key] = partition
         return await self.table.changelog_topic.send(key=key, value=value, partition=partition)
 
-    async def delete(self, key: str, partition: int) -> Awaitable[Any]:
+    async def delete(self, key: str | bytes, partition: int) -> Awaitable[Any]:
         """Remove `key` in memory and send a tombstone to changelog `partition`."""
         store = self.table.data
         store.pop(key, None)

@@ -140,6 +140,7 @@ class Stage1:
         self.pulse = pulse
         cfg = pulse.config
         self.kind_of = pulse.input_topics
+        self.rewound: dict[TP, int] = {}
         self.ticks_name = pulse.ticks_name
         self.partitions = cfg.topics.partitions
         self.pane_ms = int(cfg.windows.pane * 1000)
@@ -380,6 +381,37 @@ class Stage1:
         await self.pulse.app.consumer.seek(tp, start)
         return state
 
+    async def _start_idle(self, partition: int) -> None:
+        """Start the input partitions with this number that no message reached since the assignment.
+
+        A partition whose committed offset lies beyond its last recorded flush (Faust can commit
+        offsets it never delivered around a rebalance) would otherwise wait for a new message before
+        its unflushed events are replayed: `_start_partition` seeks it back now.
+        """
+        generation = self.pulse.epoch
+        consumer = self.pulse.app.consumer
+        read_offsets = getattr(consumer, "_read_offset", {})
+        for tp in self.pulse.app.assignor.assigned_actives():
+            if tp.partition != partition or tp.topic not in self.kind_of:
+                continue
+            state = self.states.get(tp)
+            if state is not None and state.generation == generation:
+                continue
+            offset = read_offsets.get(tp)
+            if offset is not None:
+                await self._start_partition(tp, offset, generation)
+                continue
+            record = self.pulse.flushlog.get(tp_key(tp))
+            if not record or self.rewound.get(tp) == generation:
+                continue  # nothing flushed yet: the partition is read from its start
+            # Nothing committed, yet flushes were recorded (the previous owner died before its first
+            # commit): read from the last recorded flush rather than trust the reset policy.
+            self.rewound[tp] = generation
+            log.info(
+                "%s: no committed offset; reading from its last recorded flush at %d", tp_key(tp), record["a"]
+            )
+            await self.pulse.app.consumer.seek(tp, int(record["a"]))
+
     def _arrived(self, state: PartitionState, offset: int) -> bool:
         """While seeking back: whether this event is the first one of the replay range.
 
@@ -402,6 +434,7 @@ class Stage1:
 
     async def on_tick(self, partition: int) -> None:
         """Flush every idle-but-nonempty input partition with this number, then tick stage 2."""
+        await self._start_idle(partition)
         due = [
             tp
             for tp, state in self.states.items()

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 from pipeline.calendar import Calendar
 from pipeline.config import Config
 from pipeline.kafka import PulseFaustApp
+from pipeline.rules import FlapPolicy, RuleSet, load_rules
 from pipeline.telemetry import PipelineMetrics
 from schemas.events import TOPIC_OF_TYPE
 
@@ -30,8 +31,11 @@ ALERTS = "alerts"
 class Pulse:
     """One worker: its config, Faust app, topics, tables, metrics registry and runtime stages."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, rules: RuleSet | None = None) -> None:
         self.config = config
+        self.rules = rules if rules is not None else load_rules(config.rules.file, config.windows.windows)
+        cfg = config.rules
+        self.flap_policy = FlapPolicy(cfg.flap_window, cfg.flap_max_fires, cfg.flap_hold)
         self.started = time.time()
         self.calendar = Calendar(config.metrics.timezone)
         disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -48,22 +52,41 @@ class Pulse:
         self.ticks = self._raw_topic(self.ticks_name)
         self.partials = self._raw_topic(self.partials_name)
         self.deadletter = self._raw_topic(config.topic(DEADLETTER))
+        self.alerts_name = config.topic(ALERTS)
         self.flushlog = self.app.Table(
             "flushlog", help="last recorded stage-1 flush range of each input partition"
         )
         self.cells = self.app.Table(
             "cells", help="stage-2 series cells: totals and panes with their applied offsets"
         )
+        self.alertstate = self.app.Table(
+            "alertstate", help="evaluation state of every alert instance (pending since, flap history)"
+        )
+        alerts = self.app.topic(
+            self.alerts_name,
+            key_serializer="raw",
+            value_serializer="json",
+            partitions=config.topics.partitions,
+        )
+        self.alertlog = self.app.Table(
+            "alertlog",
+            key_type=bytes,
+            changelog_topic=alerts,
+            help="last published transition of every alert; its changelog is the alerts topic",
+        )
         self.epoch = 0
         """Incremented on every revocation and assignment; stage 1 restarts a partition on change."""
         connect(self.app.on_partitions_revoked, self._on_rebalance)
         connect(self.app.on_partitions_assigned, self._on_rebalance)
         # Imported here: the agents and views import this module for typing.
-        from agents import aggregate, ingest, ticks
+        from agents import aggregate, evaluate, history, ingest, probes, ticks
         from pipeline.web import routes
 
         self.stage1 = ingest.register(self)
         self.stage2 = aggregate.register(self)
+        self.stage2.evaluator = evaluate.Evaluator(self, self.stage2.view, self.rules)
+        self.history = history.register(self)
+        self.prober = probes.register(self)
         ticks.register(self)
         routes.register(self)
 

@@ -56,8 +56,8 @@ def worker() -> None:
     from pipeline.topics import ensure_topics
 
     logging.basicConfig(level=config.worker.log_level.upper())
-    pulse = Pulse(config)
     try:
+        pulse = Pulse(config)
         asyncio.run(ensure_topics(config, pulse.all_topic_names()))
     except PulseError as exc:
         raise click.ClickException(str(exc)) from None
@@ -157,6 +157,94 @@ def bench(events: int, envelope: int, repeat: int, partitions: int) -> None:
     )
     click.echo(table(result))
     click.echo(orjson.dumps(result).decode())
+
+
+@main.group()
+def rules() -> None:
+    """Validate rules files and run rule unit tests."""
+
+
+@rules.command("check")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def rules_check(files: tuple[str, ...]) -> None:
+    """Report every mistake in rules FILES, with its line number and a hint."""
+    from pipeline.rules import check_rules
+
+    windows = _config().windows.windows
+    failed = False
+    for name in files:
+        try:
+            text = open(name, encoding="utf-8").read()  # noqa: SIM115 - read whole file at once
+        except OSError as exc:
+            click.echo(f"{name}: cannot read: {exc.strerror}", err=True)
+            failed = True
+            continue
+        problems = check_rules(text, name, windows)
+        for problem in problems:
+            click.echo(str(problem), err=True)
+        if problems:
+            failed = True
+            click.echo(f"{name}: {len(problems)} problem(s)", err=True)
+        else:
+            click.echo(f"{name}: OK")
+    if failed:
+        sys.exit(1)
+
+
+@rules.command("test")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def rules_test(files: tuple[str, ...]) -> None:
+    """Run rule unit tests (input series over time, expected alerts), like `promtool test rules`."""
+    from pipeline.rules import run_rule_tests
+
+    windows = _config().windows.windows
+    failed = False
+    for name in files:
+        try:
+            report = run_rule_tests(name, windows)
+        except PulseError as exc:
+            click.echo(str(exc), err=True)
+            failed = True
+            continue
+        click.echo(f"{name}:")
+        for line in report.lines:
+            click.echo(line)
+        failed = failed or not report.ok
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--url", default=None, help="a worker's base URL; default: http://127.0.0.1:$PULSE_WEB_PORT")
+@click.option("--history", is_flag=True, help="show recent transitions instead of active alerts")
+@click.option("--severity", default=None, help="history filter: critical, high, medium or low")
+@click.option("--rule", default=None, help="history filter: rule name")
+@click.option("--limit", default=50, show_default=True)
+def alerts(url: str | None, history: bool, severity: str | None, rule: str | None, limit: int) -> None:
+    """Show the active alerts (or their history) of the running pipeline."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    base = url or f"http://127.0.0.1:{_config().web.port}"
+    path = "/api/v1/alerts/history" if history else "/api/v1/alerts"
+    params = {k: v for k, v in {"severity": severity, "rule": rule, "limit": limit}.items() if v}
+    query = "?" + urllib.parse.urlencode(params) if history else ""
+    try:
+        with urllib.request.urlopen(base + path + query, timeout=10) as reply:  # noqa: S310 - operator's URL
+            body = orjson.loads(reply.read())
+    except (urllib.error.URLError, OSError) as exc:
+        raise click.ClickException(f"cannot query {base}{path}: {exc}") from None
+    found = body["data"]["alerts"]
+    if not found:
+        click.echo("no alerts" if not history else "no transitions")
+    for alert in found:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(alert.get("labels", {}).items()))
+        click.echo(
+            f"{alert.get('timestamp')}  {alert.get('state', ''):8} {alert.get('severity', ''):8} "
+            f"{alert.get('rule')}  value={alert.get('currentValue')} threshold={alert.get('threshold')}  "
+            f"{{{labels}}}  {alert.get('title', '')}"
+        )
 
 
 if __name__ == "__main__":

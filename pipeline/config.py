@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -205,6 +205,50 @@ class CardinalityConfig(_Section):
         return self.model_dump()
 
 
+class RulesConfig(_Section):
+    """Which rules are evaluated, how often, and how flapping alerts are damped."""
+
+    file: str | None = None
+    interval: Duration = 5.0
+    flap_window: Duration = 1800.0
+    flap_max_fires: int = Field(default=3, ge=2)
+    flap_hold: Duration = 600.0
+    history_max: int = Field(default=10_000, ge=100)
+
+    @field_validator("interval")
+    @classmethod
+    def _check_interval(cls, value: float) -> float:
+        if value < 0.1:
+            raise ValueError("rules.interval must be at least 100ms")
+        return value
+
+
+class ProbeConfig(_Section):
+    """One active health check; its results become heartbeat events of service `name`."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    type: Literal["http", "tcp"]
+    url: str | None = None
+    host: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    method: Literal["GET", "HEAD", "POST"] = "GET"
+    interval: Duration = 15.0
+    timeout: Duration = 5.0
+    expect_status: tuple[int, ...] = (200,)
+    slow_ms: float | None = None
+
+    @model_validator(mode="after")
+    def _check_target(self) -> ProbeConfig:
+        if self.type == "http":
+            if not self.url or urlsplit(self.url).scheme not in ("http", "https"):
+                raise ValueError(f"probe {self.name!r}: an http probe needs url: http(s)://HOST[:PORT]/PATH")
+        elif not self.host or not self.port:
+            raise ValueError(f"probe {self.name!r}: a tcp probe needs host: and port:")
+        if self.timeout <= 0 or self.timeout > self.interval:
+            raise ValueError(f"probe {self.name!r}: timeout must be > 0 and at most its interval")
+        return self
+
+
 class Config(_Section):
     """The whole configuration of one o4o-pulse process."""
 
@@ -216,6 +260,8 @@ class Config(_Section):
     windows: WindowsConfig = WindowsConfig()
     metrics: MetricsConfig = MetricsConfig()
     cardinality: CardinalityConfig = CardinalityConfig()
+    rules: RulesConfig = RulesConfig()
+    probes: tuple[ProbeConfig, ...] = ()
 
     def topic(self, name: str) -> str:
         """Return the full name of a contract topic (prefix + name)."""
@@ -276,6 +322,8 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("PULSE_LOG_LEVEL", ("worker", "log_level"), "debug, info, warning or error"),
     EnvVar("PULSE_FLUSH_INTERVAL", ("ingest", "flush_interval"), "tick: idle flush interval"),
     EnvVar("PULSE_TIMEZONE", ("metrics", "timezone"), "time zone of daily and monthly figures"),
+    EnvVar("PULSE_RULES", ("rules", "file"), "rules YAML path; default: the built-in seed rules"),
+    EnvVar("PULSE_RULES_INTERVAL", ("rules", "interval"), "how often rules are evaluated"),
     EnvVar("PULSE_MAX_MESSAGE_BYTES", ("ingest", "max_message_bytes"), "larger messages are dead-lettered"),
 )
 
@@ -413,10 +461,14 @@ def _describe_error(
 def _known_keys(path: tuple[str, ...]) -> list[str]:
     model: Any = Config
     for part in path:
-        field = model.model_fields.get(part)
+        if part.isdigit():  # an item of a list section such as probes
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
         if field is None:
             return []
         model = field.annotation
+        if getattr(model, "__origin__", None) is tuple:
+            model = model.__args__[0]
     return sorted(getattr(model, "model_fields", {}))
 
 

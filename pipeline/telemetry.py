@@ -87,3 +87,27 @@ class PipelineMetrics:
             "Series owned (aggregated and exported) by this worker",
             registry=registry,
         )
+        self.probes = Counter(
+            "pulse_probe_runs",
+            "Active probe runs by probe and outcome (up/down)",
+            ["probe", "outcome"],
+            registry=registry,
+        )
+        self.rule_seconds = Histogram(
+            "pulse_rule_evaluation_seconds",
+            "Time to evaluate every rule over the series of one partition",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=registry,
+        )
+        self.transitions = Counter(
+            "pulse_alert_transitions",
+            "Alert state changes published to the alerts topic, by new state and severity",
+            ["state", "severity"],
+            registry=registry,
+        )
+        self.alerts = Gauge(
+            "pulse_alerts",
+            "Alerts of the rules this worker evaluates, by state and severity",
+            ["state", "severity"],
+            registry=registry,
+        )

@@ -58,7 +58,9 @@ class Worker:
             if self.proc.poll() is not None:
                 raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.tail()}")
             try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                reply = httpx.get(f"{self.url}/health", timeout=1)
+                # a group's first rebalance may hand out an empty assignment before the real one
+                if reply.status_code == 200 and reply.json()["worker"]["partitions"]:
                     return
             except httpx.HTTPError:
                 pass
@@ -230,3 +232,52 @@ def wait_until(check: Any, timeout: float, interval: float = 0.3, what: str = "c
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+class TopicTail:
+    """Read a topic from the beginning in a background thread.
+
+    `records` holds (record timestamp in epoch seconds, value): the time the producer sent it.
+    """
+
+    def __init__(self, bootstrap: str, name: str) -> None:
+        import threading
+
+        self.bootstrap = bootstrap
+        self.name = name
+        self.records: list[tuple[float, Any]] = []
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise AssertionError(f"could not start reading {name}")
+
+    async def _run(self) -> None:
+        from aiokafka import AIOKafkaConsumer
+
+        consumer = AIOKafkaConsumer(
+            self.name,
+            bootstrap_servers=self.bootstrap,
+            auto_offset_reset="earliest",
+            group_id=None,
+            fetch_max_wait_ms=50,
+        )
+        await consumer.start()
+        self._ready.set()
+        try:
+            while not self._stop.is_set():
+                batch = await consumer.getmany(timeout_ms=100)
+                for messages in batch.values():
+                    self.records.extend(
+                        (m.timestamp / 1000, orjson.loads(m.value)) for m in messages if m.value
+                    )
+        finally:
+            await consumer.stop()
+
+    def values(self) -> list[Any]:
+        return [value for _, value in list(self.records)]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import platform
 import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from faust.web import Request, Response, View
 
+from agents.history import HistoryQuery
 from pipeline.readout import all_series_values
 from pipeline.web import metrics
 
@@ -87,3 +90,63 @@ def register(pulse: Pulse) -> None:
                     "series": series,
                 }
             )
+
+    @app.page("/api/v1/alerts")
+    class Alerts(View):
+        async def get(self, request: Request) -> Response:
+            active = pulse.history.active()
+            return self.json({"status": "success", "data": {"alerts": active}})
+
+    @app.page("/api/v1/alerts/history")
+    class AlertHistory(View):
+        async def get(self, request: Request) -> Response:
+            try:
+                query = history_query(request.query)
+            except ValueError as exc:
+                return self.json({"status": "error", "error": str(exc)}, status=400)
+            found = pulse.history.query(query)
+            return self.json({"status": "success", "data": {"alerts": found, "count": len(found)}})
+
+    @app.page("/api/v1/rules")
+    class Rules(View):
+        async def get(self, request: Request) -> Response:
+            rules = [rule.to_dict() for rule in pulse.rules.rules]
+            return self.json({"status": "success", "data": {"source": pulse.rules.source, "rules": rules}})
+
+
+def _listed(query: Mapping[str, str], name: str) -> frozenset[str]:
+    values = query.getall(name, []) if hasattr(query, "getall") else [query.get(name, "")]
+    return frozenset(v for value in values for v in str(value).split(",") if v)
+
+
+def _instant(text: str | None, name: str) -> str | None:
+    """Return an RFC 3339 UTC instant ("...Z", ms) from RFC 3339 text or epoch seconds/ms."""
+    if not text:
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"{name}: expected RFC 3339 or epoch seconds, got {text!r}") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+    else:
+        parsed = datetime.fromtimestamp(number / 1000 if number > 1e11 else number, UTC)
+    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{parsed.microsecond // 1000:03d}Z"
+
+
+def history_query(query: Mapping[str, str]) -> HistoryQuery:
+    """Parse the filters of GET /api/v1/alerts/history (severity, rule, state, since, until, limit)."""
+    limit_text = query.get("limit", "100")
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 10_000:
+        raise ValueError(f"limit: expected a whole number from 1 to 10000, got {limit_text!r}")
+    return HistoryQuery(
+        severity=_listed(query, "severity"),
+        rule=_listed(query, "rule"),
+        state=_listed(query, "state"),
+        since=_instant(query.get("since"), "since"),
+        until=_instant(query.get("until"), "until"),
+        limit=int(limit_text),
+    )

@@ -1,0 +1,89 @@
+"""Active probes: HTTP and TCP checks on loopback become heartbeats, and heartbeat rules see them."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from pipeline.procs import free_port
+from tests.helpers import Cluster, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200 if self.path == "/ok" else 503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def http_server() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_probes_feed_heartbeats_and_fire_heartbeat_rules(
+    cluster: Cluster, tmp_path: Path, http_server: str
+) -> None:
+    closed_port = free_port()
+    config = tmp_path / "pulse.yaml"
+    config.write_text(
+        f"""
+probes:
+  - {{name: storage, type: http, url: "{http_server}/ok", interval: 1s, timeout: 1s}}
+  - {{name: payment-api, type: http, url: "{http_server}/broken", interval: 1s, timeout: 1s}}
+  - {{name: database, type: tcp, host: 127.0.0.1, port: {closed_port}, interval: 1s, timeout: 1s}}
+"""
+    )
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        """
+rules:
+  - name: dependency_down
+    heartbeat: {unhealthy: true}
+    severity: critical
+"""
+    )
+    cluster.extra_env.update(
+        {"PULSE_CONFIG": str(config), "PULSE_RULES": str(rules), "PULSE_RULES_INTERVAL": "0.5s"}
+    )
+    workers = [cluster.add_worker(), cluster.add_worker()]
+
+    def health() -> dict[str, str]:
+        out = {}
+        for worker in workers:
+            for series in worker.series()["series"]:
+                if series["kind"] == "health" and "latest" in series:
+                    out[series["labels"]["service"]] = series["latest"]["status"]
+        return out
+
+    seen = wait_until(lambda: len(health()) == 3 and health(), timeout=30, what="three probed services")
+    assert seen == {"storage": "healthy", "payment-api": "unhealthy", "database": "unhealthy"}
+
+    def down() -> set[str]:
+        reply = httpx.get(f"{workers[0].url}/api/v1/alerts", timeout=5).json()
+        return {a["labels"]["service"] for a in reply["data"]["alerts"] if a["state"] == "firing"}
+
+    assert wait_until(lambda: down() == {"payment-api", "database"} and down(), timeout=30, what="alerts")
+    runs: dict[str, float] = {}
+    for worker in workers:
+        for (name, labels), value in worker.metrics().items():
+            if name == "pulse_probe_runs_total":
+                key = dict(labels)["probe"] + ":" + dict(labels)["outcome"]
+                runs[key] = runs.get(key, 0.0) + value
+    assert runs.get("storage:up", 0) >= 1 and runs.get("database:down", 0) >= 1
+    assert "storage:down" not in runs and "database:up" not in runs
