@@ -249,6 +249,88 @@ class ProbeConfig(_Section):
         return self
 
 
+class SlackConfig(_Section):
+    """Slack: an incoming webhook, or the Web API (bot token + channel) for updatable messages."""
+
+    webhook_url: str | None = None
+    bot_token: str | None = None
+    channel: str | None = None
+    api_url: str = "https://slack.com/api/"
+
+
+class EmailConfig(_Section):
+    """Email through SMTP (STARTTLS, implicit TLS or plain), HTML and plain-text parts."""
+
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    tls: Literal["starttls", "implicit", "none"] = "starttls"
+    sender: str = "o4o-pulse@localhost"
+    to: tuple[str, ...] = ()
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return _split_list(value)
+
+
+class SmsConfig(_Section):
+    """SMS through a Twilio-style REST API: POST {url}/Accounts/{account_sid}/Messages.json."""
+
+    url: str | None = None
+    account_sid: str = "AC00000000000000000000000000000000"
+    auth_token: str | None = None
+    sender: str = "+10000000000"
+    to: tuple[str, ...] = ()
+    max_chars: int = Field(default=320, ge=70, le=1600)
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return _split_list(value)
+
+
+class WebhookConfig(_Section):
+    """A generic webhook receiving the Alertmanager v4 payload, signed with HMAC-SHA256."""
+
+    url: str | None = None
+    signing_secret: str | None = None
+
+
+class PagerDutyConfig(_Section):
+    """PagerDuty Events API v2."""
+
+    url: str = "https://events.pagerduty.com/v2/enqueue"
+    routing_key: str | None = None
+
+
+class AlertmanagerConfig(_Section):
+    """Forward alerts to an Alertmanager (POST /api/v2/alerts) to keep its routing."""
+
+    url: str | None = None
+
+
+class ChannelsConfig(_Section):
+    """Where notifications go; a channel without its URL or host is off."""
+
+    slack: SlackConfig = SlackConfig()
+    email: EmailConfig = EmailConfig()
+    sms: SmsConfig = SmsConfig()
+    webhook: WebhookConfig = WebhookConfig()
+    pagerduty: PagerDutyConfig = PagerDutyConfig()
+    alertmanager: AlertmanagerConfig = AlertmanagerConfig()
+    timeout: Duration = 10.0
+    external_url: str = "http://127.0.0.1:6066"
+
+
+def _split_list(value: Any) -> Any:
+    """Accept a comma-separated string (environment variables) as a list."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
 class Config(_Section):
     """The whole configuration of one o4o-pulse process."""
 
@@ -262,6 +344,8 @@ class Config(_Section):
     cardinality: CardinalityConfig = CardinalityConfig()
     rules: RulesConfig = RulesConfig()
     probes: tuple[ProbeConfig, ...] = ()
+    channels: ChannelsConfig = ChannelsConfig()
+    api_token: str | None = None
 
     def topic(self, name: str) -> str:
         """Return the full name of a contract topic (prefix + name)."""
@@ -324,6 +408,28 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("PULSE_TIMEZONE", ("metrics", "timezone"), "time zone of daily and monthly figures"),
     EnvVar("PULSE_RULES", ("rules", "file"), "rules YAML path; default: the built-in seed rules"),
     EnvVar("PULSE_RULES_INTERVAL", ("rules", "interval"), "how often rules are evaluated"),
+    EnvVar("PULSE_SLACK_WEBHOOK_URL", ("channels", "slack", "webhook_url"), "Slack incoming webhook", True),
+    EnvVar("PULSE_SLACK_BOT_TOKEN", ("channels", "slack", "bot_token"), "Slack bot token (Web API)", True),
+    EnvVar("PULSE_SLACK_CHANNEL", ("channels", "slack", "channel"), "Slack channel for the Web API"),
+    EnvVar("PULSE_SLACK_API_URL", ("channels", "slack", "api_url"), "Slack Web API base URL"),
+    EnvVar("PULSE_SMTP_HOST", ("channels", "email", "smtp_host"), "SMTP server host"),
+    EnvVar("PULSE_SMTP_PORT", ("channels", "email", "smtp_port"), "SMTP server port"),
+    EnvVar("PULSE_SMTP_USER", ("channels", "email", "smtp_user"), "SMTP user"),
+    EnvVar("PULSE_SMTP_PASSWORD", ("channels", "email", "smtp_password"), "SMTP password", True),
+    EnvVar("PULSE_SMTP_TLS", ("channels", "email", "tls"), "starttls, implicit or none"),
+    EnvVar("PULSE_EMAIL_FROM", ("channels", "email", "sender"), "sender address of alert emails"),
+    EnvVar("PULSE_EMAIL_TO", ("channels", "email", "to"), "recipients, comma-separated"),
+    EnvVar("PULSE_SMS_URL", ("channels", "sms", "url"), "base URL of the Twilio-style SMS API", True),
+    EnvVar("PULSE_SMS_TOKEN", ("channels", "sms", "auth_token"), "SMS API auth token", True),
+    EnvVar("PULSE_SMS_TO", ("channels", "sms", "to"), "SMS recipients, comma-separated"),
+    EnvVar(
+        "PULSE_WEBHOOK_URL", ("channels", "webhook", "url"), "webhook URL (Alertmanager v4 payload)", True
+    ),
+    EnvVar("PULSE_WEBHOOK_SECRET", ("channels", "webhook", "signing_secret"), "HMAC-SHA256 key", True),
+    EnvVar("PULSE_PAGERDUTY_ROUTING_KEY", ("channels", "pagerduty", "routing_key"), "PagerDuty key", True),
+    EnvVar("PULSE_PAGERDUTY_URL", ("channels", "pagerduty", "url"), "PagerDuty Events API v2 URL"),
+    EnvVar("PULSE_ALERTMANAGER_URL", ("channels", "alertmanager", "url"), "Alertmanager base URL"),
+    EnvVar("PULSE_API_TOKEN", ("api_token",), "bearer token of the mutating HTTP endpoints", True),
     EnvVar("PULSE_MAX_MESSAGE_BYTES", ("ingest", "max_message_bytes"), "larger messages are dead-lettered"),
 )
 
