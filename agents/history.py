@@ -8,15 +8,15 @@ API serves active alerts (latest state pending or firing) and the filtered histo
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from agents import readers
+from agents.readers import TopicReader
 
 if TYPE_CHECKING:
     from pipeline.app import Pulse
@@ -37,6 +37,15 @@ class HistoryQuery:
     until: str | None = None
     limit: int = 100
 
+    def matches_failure(self, failure: dict[str, Any]) -> bool:
+        """Whether a failed notification passes the rule and time filters."""
+        stamp = str(failure.get("timestamp", ""))
+        return (
+            (not self.rule or bool(self.rule & set(failure.get("rules", ()))))
+            and (self.since is None or stamp >= self.since)
+            and (self.until is None or stamp <= self.until)
+        )
+
     def matches(self, alert: dict[str, Any]) -> bool:
         """Whether one transition passes the filters (timestamps compare as RFC 3339 UTC text)."""
         stamp = str(alert.get("timestamp", ""))
@@ -56,6 +65,24 @@ class AlertHistory:
         self.recent: deque[dict[str, Any]] = deque(maxlen=limit)
         self.latest: dict[str, dict[str, Any]] = {}
         self.seen: set[str] = set()
+        self.failures: deque[dict[str, Any]] = deque(maxlen=limit)
+        self.reader: TopicReader | None = None
+
+    def take(self, value: bytes | None) -> None:
+        """Take one record of the alerts topic."""
+        alert = _json(value)
+        if alert is not None:
+            self.add(alert)
+
+    def take_failure(self, value: bytes | None) -> None:
+        """Take one record of the notifications dead-letter topic."""
+        failure = _json(value)
+        if failure is not None:
+            self.failures.append(failure)
+
+    def caught_up(self) -> bool:
+        """Whether the alerts topic has been read to its end once (so `latest` is complete)."""
+        return self.reader is not None and self.reader.caught_up.is_set()
 
     def add(self, alert: dict[str, Any]) -> None:
         """Take one transition from the topic (an identical repeat of a change is kept once)."""
@@ -88,72 +115,21 @@ class AlertHistory:
         return out
 
 
-class HistoryReader:
-    """Background task that feeds `AlertHistory` from every partition of the alerts topic."""
-
-    def __init__(self, pulse: Pulse, history: AlertHistory) -> None:
-        self.pulse = pulse
-        self.history = history
-        self.topic = pulse.alerts_name
-        self.task: asyncio.Task[None] | None = None
-        self.positions: dict[TopicPartition, int] = {}
-
-    async def run(self) -> None:
-        """Read forever; reconnect after errors."""
-        while True:
-            try:
-                await self._read()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the broker went away: keep what we have, try again
-                log.warning("alert history reader: %r; retrying", exc)
-                await asyncio.sleep(1.0)
-
-    async def _read(self) -> None:
-        wait = self.pulse.config.broker.timings().get("fetch_max_wait") or 0.5
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.pulse.config.broker.bootstrap_servers(),
-            enable_auto_commit=False,
-            fetch_max_wait_ms=int(wait * 1000),
-        )
-        await consumer.start()
-        try:
-            partitions = consumer.partitions_for_topic(self.topic) or set()
-            tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-            consumer.assign(tps)
-            for tp in tps:
-                if tp in self.positions:
-                    consumer.seek(tp, self.positions[tp])
-                else:
-                    await consumer.seek_to_beginning(tp)
-            while True:
-                batches = await consumer.getmany(timeout_ms=500)
-                for tp, records in batches.items():
-                    self._take(records)
-                    if records:
-                        self.positions[tp] = records[-1].offset + 1
-        finally:
-            await consumer.stop()
-
-    def _take(self, records: Iterable[Any]) -> None:
-        for record in records:
-            if record.value is None:
-                continue
-            try:
-                alert = orjson.loads(record.value)
-            except orjson.JSONDecodeError:
-                continue  # only pulse writes this topic; a foreign record is not an alert
-            if isinstance(alert, dict):
-                self.history.add(alert)
-
-
 def register(pulse: Pulse) -> AlertHistory:
-    """Start the history reader with the worker; return the history it fills."""
+    """Start reading the alerts topic (and failed notifications) with the worker."""
     history = AlertHistory(pulse.config.rules.history_max)
-    reader = HistoryReader(pulse, history)
-
-    @pulse.app.task
-    async def read_alert_history() -> None:
-        await reader.run()
-
+    history.reader = TopicReader(pulse, pulse.alerts_name, history.take)
+    readers.start(pulse, history.reader, "read_alert_history")
+    failures = TopicReader(pulse, pulse.notify_deadletter_name, history.take_failure)
+    readers.start(pulse, failures, "read_failed_notifications")
     return history
+
+
+def _json(value: bytes | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None  # only pulse writes these topics; a foreign record is not one of ours
+    return data if isinstance(data, dict) else None

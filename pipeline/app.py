@@ -26,6 +26,8 @@ TICKS = "ticks"
 PARTIALS = "partials"
 DEADLETTER = "events.deadletter"
 ALERTS = "alerts"
+SILENCES = "silences"
+NOTIFY_DEADLETTER = "notifications.deadletter"
 
 
 class Pulse:
@@ -53,6 +55,8 @@ class Pulse:
         self.partials = self._raw_topic(self.partials_name)
         self.deadletter = self._raw_topic(config.topic(DEADLETTER))
         self.alerts_name = config.topic(ALERTS)
+        self.silences_name = config.topic(SILENCES)
+        self.notify_deadletter_name = config.topic(NOTIFY_DEADLETTER)
         self.flushlog = self.app.Table(
             "flushlog", help="last recorded stage-1 flush range of each input partition"
         )
@@ -74,12 +78,15 @@ class Pulse:
             changelog_topic=alerts,
             help="last published transition of every alert; its changelog is the alerts topic",
         )
+        self.nflog = self.app.Table(
+            "nflog", help="delivery ledger: what each channel of each alert group last delivered"
+        )
         self.epoch = 0
         """Incremented on every revocation and assignment; stage 1 restarts a partition on change."""
         connect(self.app.on_partitions_revoked, self._on_rebalance)
         connect(self.app.on_partitions_assigned, self._on_rebalance)
         # Imported here: the agents and views import this module for typing.
-        from agents import aggregate, evaluate, history, ingest, probes, ticks
+        from agents import aggregate, evaluate, history, ingest, notify, probes, silences, ticks
         from pipeline.web import routes
 
         self.stage1 = ingest.register(self)
@@ -87,6 +94,8 @@ class Pulse:
         self.stage2.evaluator = evaluate.Evaluator(self, self.stage2.view, self.rules)
         self.history = history.register(self)
         self.prober = probes.register(self)
+        self.silences = silences.register(self)
+        self.notifications = notify.register(self)
         ticks.register(self)
         routes.register(self)
 
@@ -104,6 +113,8 @@ class Pulse:
             self.partials_name,
             self.config.topic(DEADLETTER),
             self.config.topic(ALERTS),
+            self.silences_name,
+            self.notify_deadletter_name,
         ]
 
     def active_partitions(self) -> set[int]:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from typing import Any
 
 import click
@@ -222,19 +223,12 @@ def rules_test(files: tuple[str, ...]) -> None:
 @click.option("--limit", default=50, show_default=True)
 def alerts(url: str | None, history: bool, severity: str | None, rule: str | None, limit: int) -> None:
     """Show the active alerts (or their history) of the running pipeline."""
-    import urllib.error
     import urllib.parse
-    import urllib.request
 
-    base = url or f"http://127.0.0.1:{_config().web.port}"
     path = "/api/v1/alerts/history" if history else "/api/v1/alerts"
     params = {k: v for k, v in {"severity": severity, "rule": rule, "limit": limit}.items() if v}
     query = "?" + urllib.parse.urlencode(params) if history else ""
-    try:
-        with urllib.request.urlopen(base + path + query, timeout=10) as reply:  # noqa: S310 - operator's URL
-            body = orjson.loads(reply.read())
-    except (urllib.error.URLError, OSError) as exc:
-        raise click.ClickException(f"cannot query {base}{path}: {exc}") from None
+    body = _api("GET", path + query, url=url)
     found = body["data"]["alerts"]
     if not found:
         click.echo("no alerts" if not history else "no transitions")
@@ -245,6 +239,87 @@ def alerts(url: str | None, history: bool, severity: str | None, rule: str | Non
             f"{alert.get('rule')}  value={alert.get('currentValue')} threshold={alert.get('threshold')}  "
             f"{{{labels}}}  {alert.get('title', '')}"
         )
+
+
+def _api(method: str, path: str, body: dict[str, Any] | None = None, url: str | None = None) -> Any:
+    """Call a worker's HTTP API (PULSE_WEB_PORT on 127.0.0.1 unless --url); return the JSON reply."""
+    import urllib.error
+    import urllib.request
+
+    config = _config()
+    base = url or f"http://127.0.0.1:{config.web.port}"
+    if not base.startswith(("http://", "https://")):
+        raise click.BadParameter(f"{base!r}: give an http:// or https:// URL", param_hint="--url")
+    headers = {"Content-Type": "application/json"}
+    if config.api_token:
+        headers["Authorization"] = f"Bearer {config.api_token}"
+    data = orjson.dumps(body) if body is not None else None
+    request = urllib.request.Request(base + path, data=data, headers=headers, method=method)  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:  # noqa: S310 - http(s) checked above
+            return orjson.loads(reply.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            reason = orjson.loads(exc.read()).get("error", exc.reason)
+        except orjson.JSONDecodeError:
+            reason = exc.reason
+        raise click.ClickException(f"{method} {path}: HTTP {exc.code}: {reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise click.ClickException(f"cannot reach {base}: {exc}") from None
+
+
+@main.group()
+def silence() -> None:
+    """Create, list and expire silences on the running pipeline (needs PULSE_API_TOKEN to change)."""
+
+
+@silence.command("add")
+@click.argument("matchers", nargs=-1, required=True)
+@click.option("--duration", default="2h", show_default=True, help="how long, e.g. 30m, 2h")
+@click.option("--comment", required=True, help="why")
+@click.option("--author", default=lambda: os.environ.get("USER", "operator"), help="who")
+@click.option("--url", default=None, help="a worker's base URL")
+def silence_add(matchers: tuple[str, ...], duration: str, comment: str, author: str, url: str | None) -> None:
+    """Silence alerts matching label filters such as alertname=high_error_rate route=~/api/pay.*"""
+    spec: dict[str, str] = {}
+    for item in matchers:
+        for op in ("=~", "!~", "!=", "="):
+            label, sep, value = item.partition(op)
+            if sep and label:
+                spec[label] = value if op == "=" else op + value
+                break
+        else:
+            raise click.BadParameter(
+                f"{item!r}: write LABEL=VALUE, LABEL!=VALUE, LABEL=~REGEX or LABEL!~REGEX"
+            )
+    body = {"matchers": spec, "duration": duration, "comment": comment, "createdBy": author}
+    reply = _api("POST", "/api/v1/silences", body, url)
+    click.echo(reply["data"]["silenceID"])
+
+
+@silence.command("list")
+@click.option("--url", default=None, help="a worker's base URL")
+def silence_list(url: str | None) -> None:
+    """List silences with their status."""
+    found = _api("GET", "/api/v1/silences", url=url)["data"]["silences"]
+    if not found:
+        click.echo("no silences")
+    for item in found:
+        filters = ",".join(f"{k}={v}" for k, v in sorted(item["matchers"].items()))
+        ends = time.strftime("%Y-%m-%d %H:%M", time.localtime(item["endsAt"] / 1000))
+        click.echo(
+            f"{item['id']}  {item['status']:8} until {ends}  {{{filters}}}  "
+            f"{item['createdBy']}: {item['comment']}"
+        )
+
+
+@silence.command("expire")
+@click.argument("silence_id")
+@click.option("--url", default=None, help="a worker's base URL")
+def silence_expire(silence_id: str, url: str | None) -> None:
+    """Expire a silence now."""
+    _api("DELETE", f"/api/v1/silences/{silence_id}", url=url)
+    click.echo(f"expired {silence_id}")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -268,6 +269,7 @@ class EmailConfig(_Section):
     tls: Literal["starttls", "implicit", "none"] = "starttls"
     sender: str = "o4o-pulse@localhost"
     to: tuple[str, ...] = ()
+    ca_file: str | None = None
 
     @field_validator("to", mode="before")
     @classmethod
@@ -331,6 +333,126 @@ def _split_list(value: Any) -> Any:
     return value
 
 
+def _check_matchers(value: dict[str, str]) -> dict[str, str]:
+    """Label filters as in rules files: a value, or one prefixed by !=, =~ or !~ (full-match regex)."""
+    import re
+
+    for label, text in value.items():
+        for prefix in ("=~", "!~"):
+            if text.startswith(prefix):
+                try:
+                    re.compile(text[len(prefix) :])
+                except re.error as exc:
+                    raise ValueError(f"bad regex for label {label!r}: {exc}") from None
+    return value
+
+
+Matchers = Annotated[dict[str, str], AfterValidator(_check_matchers)]
+
+
+class RouteConfig(_Section):
+    """One node of the routing tree (Alertmanager's model): matchers, receiver, grouping, children."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    receiver: str | None = None
+    matchers: Matchers = {}
+    group_by: tuple[str, ...] | None = None
+    group_wait: Duration | None = None
+    group_interval: Duration | None = None
+    repeat_interval: Duration | None = None
+    continue_: bool = Field(default=False, alias="continue")
+    active_time_intervals: tuple[str, ...] = ()
+    routes: tuple[RouteConfig, ...] = ()
+
+
+class TimeIntervalConfig(_Section):
+    """When a route may deliver: weekdays ("monday:friday") and times ("09:00-18:00") in a time zone."""
+
+    weekdays: tuple[str, ...] = ()
+    times: tuple[str, ...] = ()
+    timezone: str = "Asia/Seoul"
+
+
+class ReceiverConfig(_Section):
+    """A named set of channels, and whether it gets resolved notifications."""
+
+    name: str
+    channels: tuple[Literal["slack", "email", "sms", "webhook", "pagerduty", "alertmanager"], ...]
+    send_resolved: bool = True
+
+
+class InhibitConfig(_Section):
+    """A firing source alert mutes matching target alerts that share the `equal` labels."""
+
+    source_matchers: Matchers
+    target_matchers: Matchers
+    equal: tuple[str, ...] = ()
+
+
+_DEFAULT_ROUTE = RouteConfig(
+    receiver="slack",
+    group_by=("alertname",),
+    group_wait=10.0,
+    group_interval=60.0,
+    repeat_interval=4 * 3600.0,
+    routes=(
+        RouteConfig.model_validate({"receiver": "integrations", "continue": True}),
+        RouteConfig(
+            receiver="slack", matchers={"severity": "low"}, active_time_intervals=("business_hours",)
+        ),
+        RouteConfig.model_validate({"receiver": "slack", "continue": True}),
+        RouteConfig(receiver="oncall", matchers={"severity": "critical"}),
+    ),
+)
+
+
+class NotifyConfig(_Section):
+    """Routing, grouping, timing, inhibition and retries of notifications."""
+
+    receivers: tuple[ReceiverConfig, ...] = (
+        ReceiverConfig(name="slack", channels=("slack",)),
+        ReceiverConfig(name="oncall", channels=("email", "sms")),
+        ReceiverConfig(name="integrations", channels=("webhook", "pagerduty", "alertmanager")),
+    )
+    route: RouteConfig = _DEFAULT_ROUTE
+    time_intervals: dict[str, TimeIntervalConfig] = {
+        "business_hours": TimeIntervalConfig(weekdays=("monday:friday",), times=("09:00-18:00",))
+    }
+    inhibit_rules: tuple[InhibitConfig, ...] = (
+        InhibitConfig(
+            source_matchers={"alertname": "payment_system_down"},
+            target_matchers={"alertname": "=~high_error_rate|.*error.*", "route": "=~.*pay.*"},
+        ),
+    )
+    retry_initial: Duration = 1.0
+    retry_max: Duration = 60.0
+    retry_attempts: int = Field(default=8, ge=1)
+    retry_budget: Duration = 600.0
+
+    @model_validator(mode="after")
+    def _check_names(self) -> NotifyConfig:
+        names = {r.name for r in self.receivers}
+        for route in _walk(self.route):
+            if route.receiver is not None and route.receiver not in names:
+                raise ValueError(
+                    f"route receiver {route.receiver!r} is not a receiver; known: {', '.join(sorted(names))}"
+                )
+            for interval in route.active_time_intervals:
+                if interval not in self.time_intervals:
+                    raise ValueError(f"time interval {interval!r} is not defined under notify.time_intervals")
+        if self.route.receiver is None:
+            raise ValueError("notify.route needs a receiver (the default for alerts no child route takes)")
+        return self
+
+
+def _walk(route: RouteConfig) -> list[RouteConfig]:
+    out = [route]
+    for child in route.routes:
+        out.extend(_walk(child))
+    return out
+
+
 class Config(_Section):
     """The whole configuration of one o4o-pulse process."""
 
@@ -345,6 +467,7 @@ class Config(_Section):
     rules: RulesConfig = RulesConfig()
     probes: tuple[ProbeConfig, ...] = ()
     channels: ChannelsConfig = ChannelsConfig()
+    notify: NotifyConfig = NotifyConfig()
     api_token: str | None = None
 
     def topic(self, name: str) -> str:

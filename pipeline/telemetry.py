@@ -111,3 +111,22 @@ class PipelineMetrics:
             ["state", "severity"],
             registry=registry,
         )
+        self.notifications = Counter(
+            "notifications",
+            "Notifications by channel and final outcome (delivered, failed)",
+            ["channel", "outcome"],
+            registry=registry,
+        )
+        self.notify_seconds = Histogram(
+            "pulse_notification_delivery_seconds",
+            "Time from the start of a delivery to its final outcome, retries included",
+            ["channel"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+            registry=registry,
+        )
+        self.notify_queue = Gauge(
+            "pulse_notification_queue_depth",
+            "Notifications waiting for their channel",
+            ["channel"],
+            registry=registry,
+        )

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import hmac
 import os
 import platform
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from faust.web import Request, Response, View
 
 from agents.history import HistoryQuery
+from agents.silences import new_silence
 from pipeline.readout import all_series_values
 from pipeline.web import metrics
 
@@ -105,7 +108,49 @@ def register(pulse: Pulse) -> None:
             except ValueError as exc:
                 return self.json({"status": "error", "error": str(exc)}, status=400)
             found = pulse.history.query(query)
-            return self.json({"status": "success", "data": {"alerts": found, "count": len(found)}})
+            failed = [f for f in reversed(pulse.history.failures) if query.matches_failure(f)][: query.limit]
+            data = {"alerts": found, "count": len(found), "notification_failures": failed}
+            return self.json({"status": "success", "data": data})
+
+    @app.page("/api/v1/silences")
+    class Silences(View):
+        async def get(self, request: Request) -> Response:
+            listed = pulse.silences.store.listed(_wall_ms())
+            return self.json({"status": "success", "data": {"silences": listed}})
+
+        async def post(self, request: Request) -> Response:
+            denied = _authorize(pulse, request)
+            if denied is not None:
+                return self.json({"status": "error", "error": denied[1]}, status=denied[0])
+            try:
+                body = await request.json()
+                if not isinstance(body, dict):
+                    raise ValueError("the body must be a JSON object")
+                silence = new_silence(body, _wall_ms())
+            except ValueError as exc:
+                return self.json({"status": "error", "error": str(exc)}, status=400)
+            await pulse.silences.publish(silence)
+            return self.json({"status": "success", "data": {"silenceID": silence.id}}, status=201)
+
+    @app.page("/api/v1/silences/{silence_id}")
+    class OneSilence(View):
+        async def get(self, request: Request, silence_id: str) -> Response:
+            found = pulse.silences.store.by_id.get(silence_id)
+            if found is None:
+                return self.json({"status": "error", "error": "no such silence"}, status=404)
+            return self.json({"status": "success", "data": found.to_dict()})
+
+        async def delete(self, request: Request, silence_id: str) -> Response:
+            denied = _authorize(pulse, request)
+            if denied is not None:
+                return self.json({"status": "error", "error": denied[1]}, status=denied[0])
+            found = pulse.silences.store.by_id.get(silence_id)
+            if found is None:
+                return self.json({"status": "error", "error": "no such silence"}, status=404)
+            now = _wall_ms()
+            if found.ends_at_ms > now:
+                await pulse.silences.publish(replace(found, ends_at_ms=max(now, found.starts_at_ms)))
+            return self.json({"status": "success", "data": {"silenceID": silence_id, "expired": True}})
 
     @app.page("/api/v1/rules")
     class Rules(View):
@@ -150,3 +195,18 @@ def history_query(query: Mapping[str, str]) -> HistoryQuery:
         until=_instant(query.get("until"), "until"),
         limit=int(limit_text),
     )
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _authorize(pulse: Pulse, request: Request) -> tuple[int, str] | None:
+    """Check `Authorization: Bearer $PULSE_API_TOKEN`; return (status, reason) when refused."""
+    token = pulse.config.api_token
+    if not token:
+        return 403, "mutating endpoints are disabled: set PULSE_API_TOKEN on the workers"
+    given = request.headers.get("Authorization", "")
+    if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        return 401, "missing or wrong bearer token"
+    return None

@@ -1,0 +1,170 @@
+"""Email: one multipart/alternative message (plain text and escaped HTML) per notification, over SMTP."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Mapping
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from typing import Any
+
+import aiosmtplib
+
+from agents.notifiers.base import (
+    DELIVERED,
+    FAILED,
+    RETRY,
+    Notification,
+    Notifier,
+    Outcome,
+    describe,
+    group_severity,
+    headline,
+    number,
+    redact,
+    runbook,
+)
+from agents.notifiers.slack import COLOURS
+from pipeline.config import ChannelsConfig
+from pipeline.escape import html_text, one_line, strip_control
+
+log = logging.getLogger(__name__)
+
+MAX_ALERTS = 50
+_SUBJECT_MAX = 200
+
+
+def subject(n: Notification) -> str:
+    """The subject line, e.g. "[FIRING:2] high_error_rate critical"."""
+    return one_line(headline(n), _SUBJECT_MAX)
+
+
+def text_body(n: Notification) -> str:
+    """The plain-text part."""
+    lines = [headline(n), ""]
+    for alert in n.alerts[:MAX_ALERTS]:
+        lines.extend(_alert_text(alert))
+    if len(n.alerts) > MAX_ALERTS:
+        lines.append(f"... and {len(n.alerts) - MAX_ALERTS} more")
+    lines.append(f"o4o-pulse: {n.external_url}")
+    return "\n".join(lines) + "\n"
+
+
+def _alert_text(alert: Mapping[str, Any]) -> list[str]:
+    state = str(alert.get("state", "")).upper()
+    lines = [f"{state} {alert.get('severity', '')}: {one_line(str(alert.get('title', '')))}"]
+    message = strip_control(str(alert.get("message") or ""))
+    if message:
+        lines.append(f"  {message}")
+    lines.append(f"  value {number(alert.get('currentValue'))}, threshold {number(alert.get('threshold'))}")
+    labels = alert.get("labels") or {}
+    if labels:
+        lines.append("  labels: " + ", ".join(f"{k}={one_line(str(v))}" for k, v in sorted(labels.items())))
+    url = runbook(alert)
+    if url:
+        lines.append(f"  runbook: {url}")
+    lines.append("")
+    return lines
+
+
+def html_body(n: Notification) -> str:
+    """The HTML part; every event-derived text is escaped."""
+    accent = COLOURS["resolved"] if n.status == "resolved" else COLOURS.get(group_severity(n), COLOURS["low"])
+    rows = "".join(_alert_html(alert) for alert in n.alerts[:MAX_ALERTS])
+    if len(n.alerts) > MAX_ALERTS:
+        rows += f"<p>and {len(n.alerts) - MAX_ALERTS} more</p>"
+    return (
+        '<!DOCTYPE html><html><body style="font-family:sans-serif">'
+        f'<h2 style="border-left:6px solid {accent};padding-left:8px">{html_text(headline(n))}</h2>'
+        f"{rows}"
+        f'<p><a href="{html_text(n.external_url)}">Open o4o-pulse</a></p>'
+        "</body></html>"
+    )
+
+
+def _alert_html(alert: Mapping[str, Any]) -> str:
+    labels = alert.get("labels") or {}
+    label_items = "".join(
+        f"<li><code>{html_text(str(k))}={html_text(str(v))}</code></li>" for k, v in sorted(labels.items())
+    )
+    url = runbook(alert)
+    link = f'<p><a href="{html_text(url)}">Runbook</a></p>' if url else ""
+    message = html_text(str(alert.get("message") or "")).replace("\n", "<br>")
+    return (
+        f"<h3>{html_text(str(alert.get('state', '')).upper())} "
+        f"{html_text(str(alert.get('severity', '')))}: {html_text(str(alert.get('title', '')))}</h3>"
+        f"<p>{message}</p>"
+        f"<p>Value <b>{number(alert.get('currentValue'))}</b>, "
+        f"threshold <b>{number(alert.get('threshold'))}</b></p>"
+        f"<ul>{label_items}</ul>{link}"
+    )
+
+
+def build_message(n: Notification, config: ChannelsConfig) -> EmailMessage:
+    """The whole email: headers, text/plain and text/html alternatives."""
+    message = EmailMessage()
+    message["Subject"] = subject(n)
+    message["From"] = config.email.sender
+    message["To"] = ", ".join(config.email.to)
+    message["Date"] = formatdate(localtime=False, usegmt=True)
+    message["Message-ID"] = make_msgid(domain="o4o-pulse")
+    # Lets receiving systems (and people) drop duplicates of one notification.
+    message["X-Pulse-Notification-Key"] = one_line(n.key)
+    message["X-Pulse-Group-Key"] = one_line(n.group_key)
+    message.set_content(text_body(n))
+    message.add_alternative(html_body(n), subtype="html")
+    return message
+
+
+class EmailNotifier(Notifier):
+    """Sends through the configured SMTP server (STARTTLS, implicit TLS or plain; AUTH when a user is set).
+
+    Recipients the server refuses while it accepts others are logged and listed in the outcome's meta
+    ("refused"); the notification counts as delivered, since retrying would mail the others again.
+    """
+
+    channel = "email"
+
+    @classmethod
+    def configured(cls, config: ChannelsConfig) -> bool:
+        """An SMTP host and at least one recipient."""
+        return bool(config.email.smtp_host and config.email.to)
+
+    async def send(self, notification: Notification) -> Outcome:
+        """Send the email in one SMTP session."""
+        email = self.config.email
+        try:
+            refused, _ = await aiosmtplib.send(
+                build_message(notification, self.config),
+                hostname=email.smtp_host,
+                port=email.smtp_port,
+                username=email.smtp_user,
+                password=email.smtp_password if email.smtp_user else None,
+                use_tls=email.tls == "implicit",
+                start_tls={"starttls": True, "implicit": False, "none": False}[email.tls],
+                tls_context=self._tls_context(),
+                timeout=self.config.timeout,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            codes = [error.code for error in exc.recipients]
+            kind = RETRY if any(400 <= code < 500 for code in codes) else FAILED
+            return self.outcome(kind, f"smtp: every recipient refused ({', '.join(map(str, codes))})")
+        except aiosmtplib.SMTPResponseException as exc:
+            kind = FAILED if exc.code >= 500 else RETRY
+            return self.outcome(kind, f"smtp: {exc.code} {one_line(exc.message, 200)}")
+        except ssl.SSLCertVerificationError as exc:
+            return self.outcome(FAILED, f"smtp: certificate not trusted: {describe(exc)}")
+        except aiosmtplib.SMTPNotSupported as exc:
+            return self.outcome(FAILED, f"smtp: {describe(exc)}")
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            return self.outcome(RETRY, f"smtp: {describe(exc)}")
+        if refused:
+            log.warning("email: %d recipient(s) refused: %s", len(refused), redact(str(refused), self.config))
+        return Outcome(DELIVERED, meta={"refused": sorted(refused)} if refused else {})
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        """A context trusting ca_file when one is configured; the system CAs otherwise."""
+        if self.config.email.tls == "none":
+            return None
+        return ssl.create_default_context(cafile=self.config.email.ca_file)

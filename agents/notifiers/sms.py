@@ -1,0 +1,99 @@
+"""SMS through a Twilio-style REST API: one form-encoded POST per recipient.
+
+Partial delivery: a notification counts as delivered only when every recipient's message was accepted.
+When some recipients fail, the outcome is a retry if any failure is transient (else failed, naming the
+permanent failure). Recipients that already accepted a notification are remembered by its key in this
+process, so a retry of the same notification only reaches the ones still missing; after a restart a
+retried notification may reach them twice.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from agents.notifiers.base import DELIVERED, FAILED, RETRY, Notification, Notifier, Outcome, headline, number
+from pipeline.config import ChannelsConfig
+from pipeline.escape import one_line, sms_text
+
+_REMEMBERED_KEYS = 1024
+
+
+def body(n: Notification, max_chars: int) -> str:
+    """The SMS text: headline, first alert's title and value, count of the rest; plain, cut to max_chars."""
+    parts = [headline(n)]
+    if n.alerts:
+        first = n.alerts[0]
+        parts.append(f"{one_line(str(first.get('title', '')))} (value {number(first.get('currentValue'))}")
+        parts[-1] += f", threshold {number(first.get('threshold'))})"
+    if len(n.alerts) > 1:
+        parts.append(f"+{len(n.alerts) - 1} more")
+    return sms_text(" - ".join(parts), max_chars)
+
+
+def masked(phone: str) -> str:
+    """A phone number for logs and reasons: only its last four digits."""
+    return f"…{phone[-4:]}" if len(phone) > 4 else "…"
+
+
+class SmsNotifier(Notifier):
+    """Sends the notification's text to every configured number."""
+
+    channel = "sms"
+
+    def __init__(self, config: ChannelsConfig) -> None:
+        super().__init__(config)
+        self._accepted: OrderedDict[str, set[str]] = OrderedDict()
+
+    @classmethod
+    def configured(cls, config: ChannelsConfig) -> bool:
+        """An API URL and at least one recipient."""
+        return bool(config.sms.url and config.sms.to)
+
+    @property
+    def endpoint(self) -> str:
+        """The Messages resource of the account."""
+        sms = self.config.sms
+        return f"{str(sms.url).rstrip('/')}/Accounts/{quote(sms.account_sid, safe='')}/Messages.json"
+
+    async def send(self, notification: Notification) -> Outcome:
+        """Send to each recipient that has not accepted this notification yet."""
+        done = self._accepted.setdefault(notification.key, set())
+        self._accepted.move_to_end(notification.key)
+        while len(self._accepted) > _REMEMBERED_KEYS:
+            self._accepted.popitem(last=False)
+        text = body(notification, self.config.sms.max_chars)
+        results: dict[str, Outcome] = {}
+        for recipient in self.config.sms.to:
+            if recipient in done:
+                continue
+            results[recipient] = outcome = await self._send_one(recipient, text)
+            if outcome.kind == DELIVERED:
+                done.add(recipient)
+        return self._combine(results, len(done), text)
+
+    async def _send_one(self, recipient: str, text: str) -> Outcome:
+        sms = self.config.sms
+        auth = aiohttp.BasicAuth(sms.account_sid, sms.auth_token or "")
+        form = {"To": recipient, "From": sms.sender, "Body": text}
+        return await self.post(self.endpoint, f"sms to {masked(recipient)}", data=form, auth=auth)
+
+    def _combine(self, results: Mapping[str, Outcome], accepted: int, text: str) -> Outcome:
+        meta: dict[str, Any] = {
+            "accepted": accepted,
+            "recipients": len(self.config.sms.to),
+            "chars": len(text),
+        }
+        retries = [o for o in results.values() if o.kind == RETRY]
+        failures = [o for o in results.values() if o.kind == FAILED]
+        if retries:
+            waits = [o.retry_after for o in retries if o.retry_after is not None]
+            reason = "; ".join(o.reason for o in retries + failures)
+            return self.outcome(RETRY, reason, retry_after=max(waits) if waits else None, meta=meta)
+        if failures:
+            return self.outcome(FAILED, "; ".join(o.reason for o in failures), meta=meta)
+        return Outcome(DELIVERED, meta=meta)

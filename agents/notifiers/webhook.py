@@ -1,0 +1,107 @@
+"""Generic webhook: the Alertmanager webhook payload (version 4), optionally signed with HMAC-SHA256.
+
+Headers sent with every request:
+- `Content-Type: application/json`
+- `X-Pulse-Notification-Key`: the notification's idempotency key; a receiver drops repeats of it.
+- `X-Pulse-Timestamp`: Unix time in whole seconds when the request was signed (only with a secret).
+- `X-Pulse-Signature`: `sha256=` + lowercase hex of HMAC-SHA256(key = signing secret as UTF-8,
+  message = timestamp as ASCII + "." + the raw request body bytes) (only with a secret).
+
+To verify: recompute the HMAC over the received `X-Pulse-Timestamp` value, a dot and the body exactly as
+received, compare with `hmac.compare_digest`, and reject timestamps more than a few minutes from your
+clock so a captured request cannot be replayed later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+
+from agents.notifiers.base import Notification, Notifier, Outcome, is_resolved
+from pipeline.config import ChannelsConfig
+
+NOT_ENDED = "0001-01-01T00:00:00Z"  # what Alertmanager sends as endsAt of an alert that has not ended
+
+
+def signature(secret: str, timestamp: str, body: bytes) -> str:
+    """The X-Pulse-Signature value for a body sent at `timestamp`."""
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
+
+
+def common(mappings: list[Mapping[str, Any]]) -> dict[str, str]:
+    """The key/value pairs every mapping shares."""
+    if not mappings:
+        return {}
+    shared = {str(k): str(v) for k, v in mappings[0].items()}
+    for other in mappings[1:]:
+        shared = {k: v for k, v in shared.items() if k in other and str(other[k]) == v}
+    return shared
+
+
+def generator_url(alert: Mapping[str, Any], external_url: str) -> str:
+    """Link to the history of the alert's rule in the pipeline's API."""
+    rule = quote(str(alert.get("rule", "")), safe="")
+    return f"{external_url.rstrip('/')}/api/v1/alerts/history?rule={rule}"
+
+
+def v4_alert(alert: Mapping[str, Any], external_url: str) -> dict[str, Any]:
+    """One alert as Alertmanager's webhook shows it."""
+    labels = {str(k): str(v) for k, v in (alert.get("labels") or {}).items()}
+    labels.setdefault("alertname", str(alert.get("rule", "")))
+    labels.setdefault("severity", str(alert.get("severity", "")))
+    resolved = is_resolved(alert)
+    return {
+        "status": "resolved" if resolved else "firing",
+        "labels": labels,
+        "annotations": {str(k): str(v) for k, v in (alert.get("annotations") or {}).items()},
+        "startsAt": alert.get("starts_at") or alert.get("timestamp"),
+        "endsAt": (alert.get("ends_at") or alert.get("timestamp")) if resolved else NOT_ENDED,
+        "generatorURL": generator_url(alert, external_url),
+        "fingerprint": str(alert.get("fingerprint", "")),
+    }
+
+
+def payload(n: Notification) -> dict[str, Any]:
+    """The whole version-4 payload of a notification."""
+    alerts = [v4_alert(alert, n.external_url) for alert in n.alerts]
+    return {
+        "version": "4",
+        "groupKey": n.group_key,
+        "truncatedAlerts": 0,
+        "status": n.status,
+        "receiver": n.receiver,
+        "groupLabels": {str(k): str(v) for k, v in n.group_labels.items()},
+        "commonLabels": common([a["labels"] for a in alerts]),
+        "commonAnnotations": common([a["annotations"] for a in alerts]),
+        "externalURL": n.external_url,
+        "alerts": alerts,
+    }
+
+
+class WebhookNotifier(Notifier):
+    """POSTs the version-4 payload to the configured URL."""
+
+    channel = "webhook"
+
+    @classmethod
+    def configured(cls, config: ChannelsConfig) -> bool:
+        """A webhook URL."""
+        return bool(config.webhook.url)
+
+    async def send(self, notification: Notification) -> Outcome:
+        """POST the payload once."""
+        body = orjson.dumps(payload(notification))
+        headers = {"Content-Type": "application/json", "X-Pulse-Notification-Key": notification.key}
+        secret = self.config.webhook.signing_secret
+        if secret:
+            timestamp = str(int(time.time()))
+            headers["X-Pulse-Timestamp"] = timestamp
+            headers["X-Pulse-Signature"] = signature(secret, timestamp, body)
+        return await self.post(str(self.config.webhook.url), "webhook", data=body, headers=headers)
