@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, cast
 import orjson
 from faust.types import TP, EventT, StreamT
 
-from agents.durable import ChangelogWriter, crash, drain
+from agents.durable import ChangelogWriter, crash, drain, seek_again
+from agents.ingest import MAX_RESEEKS
 from pipeline.aggregates import loads_block_series
 from pipeline.app import connect
 from pipeline.cells import Retention, SeriesState, apply_block, group_cells, split_cell_key
@@ -125,6 +126,7 @@ class Cursor:
     epoch: int
     rewind_to: int | None = None
     last_seen: int = -1
+    reseeks: int = 0
 
 
 class Stage2:
@@ -202,10 +204,14 @@ class Stage2:
             return True
         restarted = offset <= cursor.last_seen
         cursor.last_seen = offset
-        if offset == cursor.rewind_to or (restarted and offset > cursor.rewind_to):
+        if restarted and offset > cursor.rewind_to and cursor.reseeks < MAX_RESEEKS:
+            cursor.reseeks += 1  # Faust's own seek to the committed offset landed after ours
+        elif offset == cursor.rewind_to or (restarted and offset > cursor.rewind_to):
             cursor.rewind_to = None
             return True
-        return False  # fetched before the seek: delivered again after it
+        # fetched before the seek: delivered again after it, once Faust forgets this offset
+        seek_again(self.pulse.app.consumer, TP(self.pulse.partials_name, partition), cursor.rewind_to)
+        return False
 
     def apply(self, partition: int, blocks: list[dict[str, Any]]) -> None:
         """Merge blocks into the cells in memory and mark what changed."""

@@ -99,3 +99,23 @@ def ack_when_delivered(
 
     gathered.add_done_callback(done)
     return gathered
+
+
+def seek_again(consumer: Any, tp: Any, offset: int) -> None:
+    """Seek a partition back to `offset` once the message being handled is done with.
+
+    A message fetched before a seek still arrives after it; Faust then records its (higher) offset
+    as read, treats the offsets between as a gap it acknowledges, and drops the re-fetched messages
+    below it. Seeking again right after such a message keeps the re-read intact: the seek runs once
+    Faust has recorded that message, and sets the read offset back.
+    """
+
+    async def seek() -> None:
+        await consumer.seek(tp, offset)
+
+    def schedule() -> None:
+        task = asyncio.ensure_future(seek())
+        _CRASHES.add(task)
+        task.add_done_callback(_CRASHES.discard)
+
+    asyncio.get_running_loop().call_soon(schedule)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 from faust.types import TP, EventT, StreamT
 from orjson import loads
 
-from agents.durable import ChangelogWriter, crash, drain
+from agents.durable import ChangelogWriter, crash, drain, seek_again
 from pipeline.aggregates import dumps
 from pipeline.app import connect
 from pipeline.decode import decode
@@ -90,6 +90,10 @@ class FlushJob:
     """The label guard's admitted values, when this flush changed them."""
 
 
+MAX_RESEEKS = 5
+"""How often a replay seeks back again before it accepts that its first offset is gone."""
+
+
 @dataclass
 class PartitionState:
     """Stage-1 state of one input partition within one consumer generation."""
@@ -100,6 +104,7 @@ class PartitionState:
     replay_start: int = -1
     replay_end: int = -1
     last_seen: int = -1
+    reseeks: int = 0
     last_flush: float = 0.0
     last_offset: int = -1
     """Highest offset taken into a buffer: Kafka offsets only grow, so anything else is a repeat."""
@@ -204,6 +209,7 @@ class Stage1:
                 log.warning("offset %d vanished; replaying from %d", state.replay_start, offset)
             state.mode = Mode.REPLAY
         elif state.mode is Mode.SEEKING and not self._arrived(state, offset):
+            seek_again(self.pulse.app.consumer, tp, state.replay_start)
             return
         problems = self._take(state, event, message)
         if problems is not _REPEATED:
@@ -402,8 +408,8 @@ class Stage1:
                 await self._start_partition(tp, offset, generation)
                 continue
             record = self.pulse.flushlog.get(tp_key(tp))
-            if not record or self.rewound.get(tp) == generation:
-                continue  # nothing flushed yet: the partition is read from its start
+            if not record or self.rewound.get(tp) == generation or not self._settled():
+                continue  # nothing flushed yet (read from its start), or the assignment is too fresh
             # Nothing committed, yet flushes were recorded (the previous owner died before its first
             # commit): read from the last recorded flush rather than trust the reset policy.
             self.rewound[tp] = generation
@@ -411,6 +417,16 @@ class Stage1:
                 "%s: no committed offset; reading from its last recorded flush at %d", tp_key(tp), record["a"]
             )
             await self.pulse.app.consumer.seek(tp, int(record["a"]))
+
+    def _settled(self) -> bool:
+        """Whether the assignment is old enough that Faust has sought every partition it will seek.
+
+        Seeking a partition ourselves before that would race with Faust's own seek to the committed
+        offset, and whichever lands last would decide where reading resumes.
+        """
+        since = self.pulse.ready_since
+        wait = 2 * self.pulse.config.ingest.flush_interval
+        return self.pulse.is_ready() and since is not None and time.time() - since >= wait
 
     def _arrived(self, state: PartitionState, offset: int) -> bool:
         """While seeking back: whether this event is the first one of the replay range.
@@ -424,6 +440,11 @@ class Stage1:
         restarted = offset <= state.last_seen
         state.last_seen = offset
         if restarted and offset > state.replay_start:
+            if state.reseeks < MAX_RESEEKS:
+                # Faust's own seek to the committed offset can land after ours: seek again.
+                state.reseeks += 1
+                state.last_seen = offset
+                return False
             # The range start is gone (retention); replay what is left of the range.
             log.warning("offset %d no longer exists; replaying from %d", state.replay_start, offset)
             state.mode = Mode.REPLAY

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from pipeline.kafka import client_security
 
 if TYPE_CHECKING:
     from pipeline.app import Pulse
@@ -28,6 +31,7 @@ class TopicReader:
         self.take = take
         self.positions: dict[TopicPartition, int] = {}
         self.caught_up = asyncio.Event()
+        self.last_ok: float | None = None  # monotonic time of the last fetch that succeeded
 
     async def run(self) -> None:
         """Read forever; reconnect after errors, resuming where it stopped."""
@@ -46,6 +50,7 @@ class TopicReader:
             bootstrap_servers=self.pulse.config.broker.bootstrap_servers(),
             enable_auto_commit=False,
             fetch_max_wait_ms=int(wait * 1000),
+            **client_security(self.pulse.config.broker),
         )
         await consumer.start()
         try:
@@ -59,6 +64,7 @@ class TopicReader:
                     await consumer.seek_to_beginning(tp)
             while True:
                 batches = await consumer.getmany(timeout_ms=500)
+                self.last_ok = time.monotonic()
                 if not any(batches.values()):
                     self.caught_up.set()  # an empty fetch: nothing more was there to read
                 for tp, records in batches.items():

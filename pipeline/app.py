@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from pipeline.calendar import Calendar
 from pipeline.config import Config
-from pipeline.kafka import PulseFaustApp
+from pipeline.kafka import PulseFaustApp, faust_credentials
 from pipeline.rules import FlapPolicy, RuleSet, load_rules
 from pipeline.telemetry import PipelineMetrics
 from schemas.events import TOPIC_OF_TYPE
@@ -81,6 +81,8 @@ class Pulse:
         self.nflog = self.app.Table(
             "nflog", help="delivery ledger: what each channel of each alert group last delivered"
         )
+        self.ready_since: float | None = None
+        """Wall time the worker became ready after its last rebalance (None while not ready)."""
         self.epoch = 0
         """Incremented on every revocation and assignment; stage 1 restarts a partition on change."""
         connect(self.app.on_partitions_revoked, self._on_rebalance)
@@ -101,6 +103,7 @@ class Pulse:
 
     async def _on_rebalance(self, app: Any, *args: Any, **kwargs: Any) -> None:
         self.epoch += 1
+        self.ready_since = None
 
     def _raw_topic(self, *names: str) -> TopicT:
         return self.app.topic(*names, key_serializer="raw", value_serializer="raw")
@@ -125,10 +128,13 @@ class Pulse:
         """Whether the worker has joined the group and finished recovering its state."""
         if self.epoch == 0:
             return False
-        if not self.app.assignor.assigned_actives():
-            return True  # more workers than partitions: nothing to recover, nothing to consume
-        recovery = cast(Any, self.app.tables).recovery
-        return bool(recovery.completed.is_set())
+        if self.app.assignor.assigned_actives():
+            ready = bool(cast(Any, self.app.tables).recovery.completed.is_set())
+        else:
+            ready = True  # more workers than partitions: nothing to recover, nothing to consume
+        if ready and self.ready_since is None:
+            self.ready_since = time.time()
+        return ready
 
 
 def connect(signal: Any, receiver: Callable[..., Awaitable[None]]) -> None:
@@ -157,6 +163,9 @@ def faust_settings(config: Config) -> dict[str, Any]:
         "producer_max_batch_size": 1_048_576,
         "consumer_max_fetch_size": max(config.ingest.max_message_bytes * 4, 4_194_304),
     }
+    credentials = faust_credentials(config.broker)
+    if credentials is not None:
+        settings["broker_credentials"] = credentials
     if "session_timeout" in timings:
         settings["broker_session_timeout"] = timings["session_timeout"]
     if "heartbeat_interval" in timings:

@@ -64,7 +64,11 @@ def worker() -> None:
         raise click.ClickException(str(exc)) from None
     level = {"warning": "warn", "critical": "crit"}.get(config.worker.log_level, config.worker.log_level)
     sys.argv = [sys.argv[0], "worker"]
-    GuardedWorker(pulse.app, loglevel=level, quiet=True, redirect_stdouts=False).execute_from_commandline()
+    from pipeline.logs import logging_config
+
+    GuardedWorker(
+        pulse.app, loglevel=level, quiet=True, redirect_stdouts=False, logging_config=logging_config(config)
+    ).execute_from_commandline()
 
 
 @main.command()
@@ -135,7 +139,12 @@ def simulate(scenario: str, rate: float, duration: float, seed: int | None, quie
     config = _config()
     bootstrap = ",".join(config.broker.bootstrap_servers())
     try:
-        sent = asyncio.run(run(bootstrap, config.topics.prefix, scenario, rate, duration, not quiet, seed))
+        from pipeline.kafka import client_security
+
+        security = client_security(config.broker)
+        sent = asyncio.run(
+            run(bootstrap, config.topics.prefix, scenario, rate, duration, not quiet, seed, security)
+        )
     except KeyboardInterrupt:
         return
     click.echo(f"sent {sent} events ({scenario})", err=True)

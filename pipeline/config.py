@@ -47,6 +47,27 @@ class BrokerConfig(_Section):
     rebalance_timeout: Duration | None = None
     fetch_max_wait: Duration | None = None
     verify_highwaters: bool | None = None
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+    @model_validator(mode="after")
+    def _check_security(self) -> BrokerConfig:
+        sasl = self.security_protocol.startswith("SASL")
+        if sasl and not (self.sasl_username and self.sasl_password):
+            raise ValueError(
+                f"broker.security_protocol {self.security_protocol} needs PULSE_KAFKA_SASL_USERNAME and "
+                "PULSE_KAFKA_SASL_PASSWORD"
+            )
+        if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
+            raise ValueError(
+                "a client certificate needs both PULSE_KAFKA_SSL_CERTFILE and PULSE_KAFKA_SSL_KEYFILE"
+            )
+        return self
 
     @field_validator("url")
     @classmethod
@@ -111,6 +132,10 @@ class WorkerConfig(_Section):
     app_id: str | None = None
     data_dir: str = ".pulse-data"
     log_level: str = "info"
+    log_format: Literal["text", "json"] = "text"
+    log_file: str | None = None
+    error_log_file: str | None = None
+    environment: str = "development"
 
     @field_validator("log_level")
     @classmethod
@@ -515,6 +540,19 @@ ENV_VARS: tuple[EnvVar, ...] = (
         ("broker", "verify_highwaters"),
         "check end offsets by a fetch (needed on Tansu)",
     ),
+    EnvVar(
+        "PULSE_KAFKA_SECURITY_PROTOCOL",
+        ("broker", "security_protocol"),
+        "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+    ),
+    EnvVar("PULSE_KAFKA_SASL_MECHANISM", ("broker", "sasl_mechanism"), "PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"),
+    EnvVar("PULSE_KAFKA_SASL_USERNAME", ("broker", "sasl_username"), "SASL user"),
+    EnvVar("PULSE_KAFKA_SASL_PASSWORD", ("broker", "sasl_password"), "SASL password", True),
+    EnvVar(
+        "PULSE_KAFKA_SSL_CAFILE", ("broker", "ssl_cafile"), "CA bundle that signs the brokers' certificates"
+    ),
+    EnvVar("PULSE_KAFKA_SSL_CERTFILE", ("broker", "ssl_certfile"), "client certificate (mutual TLS)"),
+    EnvVar("PULSE_KAFKA_SSL_KEYFILE", ("broker", "ssl_keyfile"), "client private key file (mutual TLS)"),
     EnvVar("PULSE_TOPIC_PREFIX", ("topics", "prefix"), "prefix of every topic name"),
     EnvVar("PULSE_PARTITIONS", ("topics", "partitions"), "partitions of every pulse topic"),
     EnvVar("PULSE_REPLICATION", ("topics", "replication"), "replication factor of new topics"),
@@ -527,6 +565,10 @@ ENV_VARS: tuple[EnvVar, ...] = (
     ),
     EnvVar("PULSE_DATA_DIR", ("worker", "data_dir"), "directory for worker-local state"),
     EnvVar("PULSE_LOG_LEVEL", ("worker", "log_level"), "debug, info, warning or error"),
+    EnvVar("PULSE_LOG_FORMAT", ("worker", "log_format"), "text, or json (the guide's structured logs)"),
+    EnvVar("PULSE_LOG_FILE", ("worker", "log_file"), "also write every log line to this file"),
+    EnvVar("PULSE_ERROR_LOG_FILE", ("worker", "error_log_file"), "also write errors to this file"),
+    EnvVar("PULSE_ENVIRONMENT", ("worker", "environment"), "environment name in logs and health"),
     EnvVar("PULSE_FLUSH_INTERVAL", ("ingest", "flush_interval"), "tick: idle flush interval"),
     EnvVar("PULSE_TIMEZONE", ("metrics", "timezone"), "time zone of daily and monthly figures"),
     EnvVar("PULSE_RULES", ("rules", "file"), "rules YAML path; default: the built-in seed rules"),

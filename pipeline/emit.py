@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
@@ -33,6 +34,7 @@ class Emitter:
         max_events: int = 100,
         max_bytes: int = 512 * 1024,
         producer: AIOKafkaProducer | None = None,
+        security: Mapping[str, Any] | None = None,
     ) -> None:
         if max_events < 1 or max_bytes < 64 or linger < 0:
             raise ValueError("max_events >= 1, max_bytes >= 64 and linger >= 0 are required")
@@ -45,6 +47,7 @@ class Emitter:
             linger_ms=5,
             max_request_size=max(2 * max_bytes, 1_048_576),
             acks="all",
+            **dict(security or {}),
         )
         self._batches: dict[str, list[bytes]] = {}
         self._sizes: dict[str, int] = {}

@@ -1,4 +1,4 @@
-"""Faust's Kafka transport, adjusted for two behaviours of the embedded Tansu broker.
+"""Faust's Kafka transport, adjusted for two behaviours of the embedded Tansu broker; broker security.
 
 - Fetch wait: Faust asks the broker to hold an empty fetch for 1.5 s. Apache Kafka answers as soon
   as data arrives; Tansu holds the fetch for the full wait, which would add up to 1.5 s to every hop
@@ -12,14 +12,16 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
 import faust
+from aiokafka.helpers import create_ssl_context
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-from pipeline.config import Config
+from pipeline.config import BrokerConfig, Config
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -40,17 +42,23 @@ class _Consumer(faust_aiokafka.Consumer):
         answered = await super().highwaters(*partitions)
         if not getattr(self.app, "verify_highwaters", False):
             return answered
-        return await true_highwaters(self.app.conf.broker, answered)
+        return await true_highwaters(self.app.conf.broker, answered, getattr(self.app, "client_security", {}))
 
 
-async def true_highwaters(broker: Any, answered: Mapping[TP, int]) -> dict[TP, int]:
+async def true_highwaters(
+    broker: Any, answered: Mapping[TP, int], security: Mapping[str, Any] | None = None
+) -> dict[TP, int]:
     """Fetch from each answered end offset and return the high-water marks the fetches carry."""
     from aiokafka import AIOKafkaConsumer
     from aiokafka.structs import TopicPartition
 
     servers = [f"{url.host}:{url.port or 9092}" for url in broker]
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=servers, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=50
+        bootstrap_servers=servers,
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=50,
+        **dict(security or {}),
     )
     await consumer.start()
     try:
@@ -92,6 +100,46 @@ class PulseFaustApp(faust.App):
         self.fetch_max_wait_ms = int(wait * 1000) if wait is not None else None
         verify = config.broker.verify_highwaters
         self.verify_highwaters = config.broker.embedded if verify is None else verify
+        self.client_security = client_security(config.broker)
 
     def _new_transport(self) -> Any:
         return _Transport(self.conf.broker_consumer, self)
+
+
+def ssl_context(config: BrokerConfig) -> ssl.SSLContext | None:
+    """The TLS context of the broker connection (None for PLAINTEXT and SASL_PLAINTEXT)."""
+    if not config.security_protocol.endswith("SSL"):
+        return None
+    context: ssl.SSLContext = create_ssl_context(
+        cafile=config.ssl_cafile, certfile=config.ssl_certfile, keyfile=config.ssl_keyfile
+    )
+    return context
+
+
+def faust_credentials(config: BrokerConfig) -> Any:
+    """Faust's `broker_credentials` for the configured security (None: plaintext)."""
+    context = ssl_context(config)
+    if config.security_protocol.startswith("SASL"):
+        credentials = faust.SASLCredentials(
+            username=config.sasl_username,
+            password=config.sasl_password,
+            ssl_context=context,
+            mechanism=config.sasl_mechanism,
+        )
+        return credentials
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+def client_security(config: BrokerConfig) -> dict[str, Any]:
+    """Keyword arguments that give a raw aiokafka client the configured security."""
+    out: dict[str, Any] = {"security_protocol": config.security_protocol}
+    context = ssl_context(config)
+    if context is not None:
+        out["ssl_context"] = context
+    if config.security_protocol.startswith("SASL"):
+        out["sasl_mechanism"] = config.sasl_mechanism
+        out["sasl_plain_username"] = config.sasl_username
+        out["sasl_plain_password"] = config.sasl_password
+    return out

@@ -15,7 +15,7 @@ import asyncio
 import math
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -224,6 +224,7 @@ async def run(
     duration: float,
     progress: bool = True,
     seed: int | None = None,
+    security: Mapping[str, Any] | None = None,
 ) -> int:
     """Publish traffic at `rate` events/s for `duration` s (0 = until cancelled); return the count."""
     from pipeline.emit import Emitter
@@ -235,7 +236,7 @@ async def run(
     next_periodic = 0.0
     step = 0.05
     bar = _progress(scenario, duration) if progress else None
-    async with Emitter(bootstrap, prefix=prefix, linger=0.05) as emitter:
+    async with Emitter(bootstrap, prefix=prefix, linger=0.05, security=security) as emitter:
         try:
             while True:
                 elapsed = time.monotonic() - started

@@ -130,3 +130,9 @@ class PipelineMetrics:
             ["channel"],
             registry=registry,
         )
+        self.lag = Gauge(
+            "pulse_consumer_lag",
+            "Messages not yet consumed, by topic, over the partitions this worker owns",
+            ["topic"],
+            registry=registry,
+        )

@@ -11,6 +11,7 @@ from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from pipeline.config import Config
 from pipeline.errors import BrokerError
+from pipeline.kafka import client_security
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +19,9 @@ log = logging.getLogger(__name__)
 async def ensure_topics(config: Config, names: list[str], within: float = 30.0) -> None:
     """Create missing topics with the configured partition count; check existing ones match."""
     servers = config.broker.bootstrap_servers()
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers, request_timeout_ms=10_000)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=servers, request_timeout_ms=10_000, **client_security(config.broker)
+    )
     deadline = asyncio.get_running_loop().time() + within
     while True:
         try:

@@ -105,10 +105,12 @@ class Notifier(abc.ABC):
             async with self.session().post(url, **kwargs) as response:
                 body = await response.text(errors="replace")
                 outcome = classify_http(response.status, response.headers, what)
-        except aiohttp.InvalidURL:
-            return self.outcome(FAILED, f"{what}: invalid URL")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            if isinstance(exc, aiohttp.InvalidURL):
+                return self.outcome(FAILED, f"{what}: invalid URL")
             return self.outcome(RETRY, f"{what}: {describe(exc)}")
+        except ValueError as exc:  # aiohttp refuses a request it cannot build: a config problem
+            return self.outcome(FAILED, f"{what}: {describe(exc)}")
         if outcome.kind != DELIVERED and body.strip():
             outcome = replace(outcome, reason=f"{outcome.reason}: {one_line(body, _BODY_EXCERPT)}")
         return replace(outcome, reason=redact(outcome.reason, self.config))
@@ -203,10 +205,18 @@ def _url_parts(value: str) -> set[str]:
     return found
 
 
+_SHORT = 8
+
+
 def redact(text: str, config: ChannelsConfig) -> str:
     """Replace every configured secret, URL query string and URL userinfo in text by '***'."""
     for secret in _secrets(config):
-        text = text.replace(secret, "***")
+        if len(secret) >= _SHORT:
+            text = text.replace(secret, "***")
+        else:
+            # A short secret is hidden where it stands alone; replacing it inside words would shred
+            # every message (a secret "t" would turn "timeout" into "***imeou***").
+            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", "***", text)
     text = _USERINFO.sub(r"\1***@", text)
     return _QUERY.sub(r"\1?***", text)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -160,7 +161,10 @@ class SlackNotifier(Notifier):
             except SlackApiError as exc:
                 if _error(exc) not in _GONE:
                     raise
-                log.info("slack: original message gone (%s), posting the resolve anew", _error(exc))
+                log.info(
+                    "slack: original message gone (%s), posting the resolve anew",
+                    redact(_error(exc), self.config),
+                )
             else:
                 await client.chat_postMessage(
                     channel=str(channel), thread_ts=str(ts), text=f":white_check_mark: {message['text']}"
@@ -197,7 +201,7 @@ class SlackNotifier(Notifier):
             self._web = AsyncWebClient(
                 token=self.config.slack.bot_token,
                 base_url=self.config.slack.api_url,
-                timeout=int(self.config.timeout),
+                timeout=math.ceil(self.config.timeout),
                 session=self.session(),
                 logger=self._sdk_log,
                 retry_handlers=[],
@@ -209,7 +213,7 @@ class SlackNotifier(Notifier):
         if self._hook is None:
             self._hook = AsyncWebhookClient(
                 url=str(self.config.slack.webhook_url),
-                timeout=int(self.config.timeout),
+                timeout=math.ceil(self.config.timeout),
                 session=self.session(),
                 logger=self._sdk_log,
                 retry_handlers=[],

@@ -1,4 +1,6 @@
-"""SMS through a Twilio-style REST API: one form-encoded POST per recipient.
+"""SMS through a Twilio-style REST API: one form-encoded POST per recipient to
+{url}/Accounts/{account_sid}/Messages.json (url like https://api.twilio.com/2010-04-01), HTTP basic auth
+(account_sid, auth_token, or the credentials written in the URL when it has them).
 
 Partial delivery: a notification counts as delivered only when every recipient's message was accepted.
 When some recipients fail, the outcome is a retry if any failure is transient (else failed, naming the
@@ -12,7 +14,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import aiohttp
 
@@ -77,10 +79,22 @@ class SmsNotifier(Notifier):
         return self._combine(results, len(done), text)
 
     async def _send_one(self, recipient: str, text: str) -> Outcome:
-        sms = self.config.sms
-        auth = aiohttp.BasicAuth(sms.account_sid, sms.auth_token or "")
-        form = {"To": recipient, "From": sms.sender, "Body": text}
-        return await self.post(self.endpoint, f"sms to {masked(recipient)}", data=form, auth=auth)
+        url, authorization = self.target()
+        form = {"To": recipient, "From": self.config.sms.sender, "Body": text}
+        headers = {"Authorization": authorization}
+        return await self.post(url, f"sms to {masked(recipient)}", data=form, headers=headers)
+
+    def target(self) -> tuple[str, str]:
+        """The endpoint without credentials, and the basic Authorization header value.
+
+        Credentials written in the URL (https://SID:TOKEN@host/...) win over account_sid and auth_token.
+        """
+        parts = urlsplit(self.endpoint)
+        if parts.username is None:
+            sms = self.config.sms
+            return self.endpoint, aiohttp.encode_basic_auth(sms.account_sid, sms.auth_token or "")
+        bare = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+        return bare, aiohttp.encode_basic_auth(unquote(parts.username), unquote(parts.password or ""))
 
     def _combine(self, results: Mapping[str, Outcome], accepted: int, text: str) -> Outcome:
         meta: dict[str, Any] = {

@@ -242,7 +242,7 @@ def _step(
 def _pending(rule: Rule, state: AlertState, obs: Observation, now: int, policy: FlapPolicy) -> None:
     state.last_true_ms, state.value = now, obs.value
     since = now if state.active_since_ms is None else state.active_since_ms
-    if now - since >= rule.for_s * 1000:
+    if now - since >= max(rule.for_s, obs.wait_s) * 1000:
         state.state, state.starts_at_ms, state.cleared_since_ms = State.FIRING, now, None
         recent = [t for t in state.fired if t > now - policy.window_s * 1000]
         state.fired = [*recent, now][-policy.max_fires :]

@@ -6,7 +6,7 @@ one instance (gauges, whose labels the checker cannot know), the one closest to 
 
 Heartbeat rules: one instance per service, labels {service}. The conditions are OR-ed: unhealthy
 (o4o_service_up == 0; value 0, threshold 0) and absent (now - last heartbeat >= absent_for, or no sample
-at all; value = age in seconds or None, threshold = absent_for).
+at all, after absent_for of watching; value = age in seconds or None, threshold = absent_for).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class Observation:
     metric: str
     active: bool  # the condition against `threshold` (starts pending/firing)
     holding: bool  # the condition against `resolve_threshold` (keeps firing: hysteresis)
+    wait_s: float = 0.0  # least time the condition must hold before firing, on top of the rule's `for`
 
 
 def gone(rule: Rule, labels: Mapping[str, str]) -> Observation:
@@ -147,6 +148,9 @@ def _heartbeat_observation(
     absent_for = rule.heartbeat.absent_for
     absent = absent_for is not None and (unseen or (age is not None and age >= absent_for))
     if absent:
-        return Observation(labels, age, absent_for, LAST_HEARTBEAT, active=True, holding=True)
+        # A service never heard from (e.g. right after the pipeline started) is absent only once it
+        # has stayed silent for absent_for while being watched: it fires after that long, not at once.
+        wait = absent_for or 0.0 if unseen else 0.0
+        return Observation(labels, age, absent_for, LAST_HEARTBEAT, active=True, holding=True, wait_s=wait)
     unhealthy = rule.heartbeat.unhealthy and up is not None and up == 0
     return Observation(labels, up, 0.0, UP, active=unhealthy, holding=unhealthy)

@@ -10,6 +10,7 @@ from prometheus_client import generate_latest
 from prometheus_client.metrics_core import Metric
 
 from pipeline.readout import prometheus_families
+from pipeline.web.health import consumer_lag
 
 if TYPE_CHECKING:
     from pipeline.app import Pulse
@@ -46,4 +47,7 @@ def register_collector(pulse: Pulse) -> None:
 def render(pulse: Pulse) -> bytes:
     """Return the full /metrics body."""
     pulse.metrics.buffered.set(pulse.stage1.buffered())
+    lag = consumer_lag(pulse)
+    for topic in {tp.topic for tp in pulse.app.assignor.assigned_actives()} | set(lag):
+        pulse.metrics.lag.labels(topic).set(lag.get(topic, 0))
     return generate_latest(pulse.registry)

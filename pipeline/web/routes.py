@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import hmac
-import os
-import platform
 import time
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from faust.web import Request, Response, View
 
 from agents.history import HistoryQuery
 from agents.silences import new_silence
 from pipeline.readout import all_series_values
-from pipeline.web import metrics
+from pipeline.web import health, metrics, page
+from schemas.events import TOPIC_OF_TYPE
 
 if TYPE_CHECKING:
     from pipeline.app import Pulse
@@ -31,43 +30,28 @@ def _now_ms(request: Request) -> int:
     return int(time.time() * 1000)
 
 
-def health_body(pulse: Pulse) -> tuple[int, dict[str, Any]]:
-    """Return (HTTP status, body) of GET /health in the monitoring guide's shape."""
-    ready = pulse.is_ready()
-    consuming = ready and pulse.app.consumer is not None
-    services = [
-        {
-            "service": "kafka",
-            "status": "healthy" if consuming else "unhealthy",
-            "responseTime": None,
-            "error": None if consuming else "not yet joined the consumer group / recovering",
-        }
-    ]
-    status = "healthy" if consuming else "unhealthy"
-    body = {
-        "status": status,
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "services": services,
-        "version": VERSION,
-        "uptime": round(time.time() - pulse.started, 3),
-        "worker": {
-            "pid": os.getpid(),
-            "host": platform.node(),
-            "partitions": sorted(pulse.active_partitions()) if ready else [],
-        },
-    }
-    return (200 if consuming else 503), body
-
-
 def register(pulse: Pulse) -> None:
     """Register every view on the pulse app."""
     app = pulse.app
     metrics.register_collector(pulse)
+    page.register(pulse)
 
     @app.page("/health")
     class Health(View):
         async def get(self, request: Request) -> Response:
-            status, body = health_body(pulse)
+            status, body = health.health_body(pulse)
+            return self.json(body, status=status)
+
+    @app.page("/health/detailed")
+    class DetailedHealth(View):
+        async def get(self, request: Request) -> Response:
+            status, body = health.detailed_body(pulse)
+            return self.json(body, status=status)
+
+    @app.page("/ready")
+    class Ready(View):
+        async def get(self, request: Request) -> Response:
+            status, body = health.ready_body(pulse)
             return self.json(body, status=status)
 
     @app.page("/metrics")
@@ -151,6 +135,33 @@ def register(pulse: Pulse) -> None:
             if found.ends_at_ms > now:
                 await pulse.silences.publish(replace(found, ends_at_ms=max(now, found.starts_at_ms)))
             return self.json({"status": "success", "data": {"silenceID": silence_id, "expired": True}})
+
+    @app.page("/api/v1/events/{event_type}")
+    class Events(View):
+        async def post(self, request: Request, event_type: str) -> Response:
+            denied = _authorize(pulse, request)
+            if denied is not None:
+                return self.json({"status": "error", "error": denied[1]}, status=denied[0])
+            topic = TOPIC_OF_TYPE.get(event_type)
+            if topic is None:
+                known = ", ".join(sorted(TOPIC_OF_TYPE))
+                return self.json(
+                    {"status": "error", "error": f"unknown event type; one of {known}"}, status=404
+                )
+            body = await request.read()
+            limit = pulse.config.ingest.max_message_bytes
+            if len(body) > limit:
+                return self.json({"status": "error", "error": f"body over {limit} bytes"}, status=413)
+            # Validation happens where every event is validated (stage 1): what is malformed goes to
+            # the dead-letter topic with its reason, exactly as when it is published to Kafka.
+            sent = await pulse.app.producer.send(pulse.config.topic(topic), None, body, None, None, None)
+            record = await sent
+            data = {
+                "topic": pulse.config.topic(topic),
+                "partition": record.partition,
+                "offset": record.offset,
+            }
+            return self.json({"status": "success", "data": data}, status=202)
 
     @app.page("/api/v1/rules")
     class Rules(View):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import re
+import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -33,6 +36,7 @@ class Recorder:
     ok_body: bytes
     ok_status: int = 200
     fail_until: float = 0.0
+    delay: float = 0.0
     requests: list[tuple[float, str, dict[str, str], bytes]] = field(default_factory=list)
     refused: int = 0
 
@@ -48,6 +52,7 @@ class Recorder:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
+                time.sleep(recorder.delay)  # a slow receiver: deliveries are in flight when a worker dies
                 recorder.requests.append((time.monotonic(), self.path, dict(self.headers), body))
                 self.send_response(recorder.ok_status)
                 self.send_header("Content-Length", str(len(recorder.ok_body)))
@@ -240,3 +245,124 @@ def test_a_silence_mutes_an_alert_until_it_is_expired(cluster: Cluster, receiver
         timeout=30,
         what="notifications after expiry",
     )
+
+
+SERVICE_RULES = """
+rules:
+  - name: dependency_down
+    heartbeat: {unhealthy: true}
+    severity: high
+"""
+
+
+def test_sigkill_in_the_middle_of_deliveries_loses_none_and_repeats_at_most_one(
+    cluster: Cluster, receivers: Receivers, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(SERVICE_RULES)
+    config = tmp_path / "pulse.yaml"
+    config.write_text(
+        """
+notify:
+  route: {receiver: slack, group_by: [alertname, service], group_wait: 0s, group_interval: 1s}
+"""
+    )
+    cluster.extra_env.update({**receivers.env, "PULSE_RULES": str(rules), "PULSE_CONFIG": str(config)})
+    receivers.slack.delay = 0.4
+    victim = cluster.add_worker()
+    cluster.add_worker()
+    services = [f"svc{i}" for i in range(16)]
+    now = int(time.time() * 1000)
+    cluster.publish_events(
+        [("heartbeat", {"ts": now, "service": s, "status": "unhealthy"}) for s in services]
+    )
+    wait_until(lambda: len(receivers.slack.requests) >= 2, timeout=30, what="the first deliveries")
+    victim.kill()
+    victim.start()
+
+    def delivered() -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for text in slack_texts(receivers.slack):
+            for service in set(re.findall(r"service=(svc\d+)`", text)):
+                counts[service] = counts.get(service, 0) + 1
+        return counts
+
+    wait_until(lambda: set(delivered()) == set(services), timeout=90, what="a notification for every service")
+    time.sleep(4)
+    counts = delivered()
+    assert len(receivers.slack.requests) == sum(counts.values()), "each message names exactly one service"
+    repeated = {s: n for s, n in counts.items() if n > 1}
+    print(
+        f"\n[notify sigkill] {len(receivers.slack.requests)} messages for {len(services)} groups; "
+        f"repeated {repeated}"
+    )
+    # one channel delivers one message at a time: at most the one in flight at the kill is repeated
+    assert sum(n - 1 for n in repeated.values()) <= 1, repeated
+
+
+SPIKE_RULES = """
+extends: defaults
+rules:
+  # the built-in high_error_rate, with a 1m window and a 10s `for` so that the test takes a minute
+  - name: high_error_rate
+    metric: o4o_error_ratio
+    window: 1m
+    op: ">"
+    threshold: 5%
+    resolve_threshold: 4%
+    for: 10s
+    severity: critical
+"""
+
+
+@pytest.mark.timeout(240)
+def test_an_error_spike_from_the_simulator_ends_in_one_message_per_channel_and_its_resolve(
+    cluster: Cluster, receivers: Receivers, tmp_path: Path
+) -> None:
+    rules = tmp_path / "spike.yaml"
+    rules.write_text(SPIKE_RULES)
+    cluster.extra_env.update({**receivers.env, "PULSE_RULES": str(rules)})
+    cluster.add_worker()
+    cluster.add_worker()
+    simulate = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "simulate",
+            "--scenario",
+            "error-spike",
+            "--rate",
+            "200",
+            "--duration",
+            "30",
+            "--quiet",
+            "--seed",
+            "7",
+        ],
+        env=cluster.env(),
+        capture_output=True,
+        timeout=90,
+        check=False,
+    )
+    assert simulate.returncode == 0, simulate.stderr
+
+    def about_errors(texts: list[str]) -> list[str]:
+        return [t for t in texts if "high_error_rate" in t]
+
+    wait_until(
+        lambda: (
+            len(about_errors(slack_texts(receivers.slack))) >= 2
+            and len(about_errors(sms_bodies(receivers.sms))) >= 2
+        ),
+        timeout=150,
+        what="the firing and resolved notifications of high_error_rate",
+    )
+    time.sleep(3)
+    slack = about_errors(slack_texts(receivers.slack))
+    assert len(slack) == 2 and "RESOLVED" not in slack[0].upper() and "RESOLVED" in slack[1].upper()
+    mails = [m for _, m in receivers.mail.messages if "high_error_rate" in m["Subject"]]
+    assert [("RESOLVED" in m["Subject"].upper()) for m in mails] == [False, True]
+    # (when the simulator stops, its heartbeats stop too: payment_system_down may follow, rightly)
+    texts = about_errors(sms_bodies(receivers.sms))
+    assert len(texts) == 2 and "RESOLVED" in texts[1].upper()

@@ -238,7 +238,12 @@ def test_heartbeat_named_service_without_samples_is_absent_where_owned() -> None
 
     assert Run(ruleset(PAYMENT), owns=owns).at(0, heartbeat("api", 1, 0)) == []
     assert calls == [("payment_down", {"service": "payment"})]
-    [t] = Run(ruleset(PAYMENT)).at(0, {})
+    # never heard from: absent only after absent_for of watching (not at the pipeline's first tick)
+    run = Run(ruleset(PAYMENT))
+    [t] = run.at(0, {})
+    assert (t.state, t.value, t.labels["service"]) == (State.PENDING, None, "payment")
+    assert run.at(59, {}) == []
+    [t] = run.at(60, {})
     assert (t.state, t.value, t.labels["service"]) == (State.FIRING, None, "payment")
 
 

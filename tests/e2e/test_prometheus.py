@@ -1,0 +1,375 @@
+"""The real Prometheus against the deploy/ files: promtool checks, rule unit tests, and every dashboard
+query and recording rule evaluated by a `prometheus` process scraping `pulse up --demo` on loopback.
+
+Needs the Debian package `prometheus` (it ships `prometheus` and `promtool`); skipped without it, failed
+under PULSE_REQUIRE_E2E=1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import yaml
+
+from pipeline.procs import free_port
+from tests.conftest import need, need_binary
+from tests.unit.test_deploy_files import PENDING, exported_metrics, metric_names
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
+RULE_FILES = sorted((PROMETHEUS_DIR / "rules").glob("*.yml"))
+DASHBOARDS = sorted((REPO / "deploy" / "grafana" / "dashboards").glob("*.json"))
+HOST = "127.0.0.1"
+# Grafana's variables, as the test substitutes them (scrapes are 1 s apart here, not 15 s).
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "5s", "$__range": "5m"}
+DATA_WITHIN = 120.0
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    binary = need_binary("promtool", "prometheus")
+    return subprocess.run([binary, *args], capture_output=True, text=True, timeout=60, cwd=REPO)
+
+
+# --- static checks ----------------------------------------------------------------------------------
+
+
+def test_promtool_accepts_the_compose_config_and_its_rules() -> None:
+    result = promtool("check", "config", "deploy/prometheus/prometheus.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(RULE_FILES)} rule files found" in result.stdout + result.stderr
+
+
+def test_promtool_accepts_every_rule_file() -> None:
+    result = promtool("check", "rules", *(str(p.relative_to(REPO)) for p in RULE_FILES))
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout + result.stderr
+    assert out.count("SUCCESS") == len(RULE_FILES), out
+
+
+def test_promtool_unit_tests_of_the_alerting_rules_pass() -> None:
+    result = promtool("test", "rules", "deploy/prometheus/tests/alerts_test.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout + result.stderr
+
+
+def test_promtool_accepts_the_kubernetes_scrape_config(tmp_path: Path) -> None:
+    """prometheus-k8s.yml, with pod discovery swapped for a static target when this promtool lacks it
+    (Debian builds Prometheus without Kubernetes discovery): the relabelling is checked either way."""
+    original = promtool("check", "config", "deploy/prometheus/prometheus-k8s.yml")
+    if "field kubernetes_sd_configs not found" not in original.stdout + original.stderr:
+        assert original.returncode == 0, original.stdout + original.stderr
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus-k8s.yml").read_text(encoding="utf-8"))
+    for job in config["scrape_configs"]:
+        assert job.pop("kubernetes_sd_configs") == [{"role": "pod"}]
+        job["static_configs"] = [{"targets": [f"{HOST}:6066"]}]
+    config["rule_files"] = [str(path) for path in RULE_FILES]
+    variant = tmp_path / "prometheus-k8s.yml"
+    variant.write_text(yaml.safe_dump(config), encoding="utf-8")
+    result = promtool("check", "config", str(variant))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(RULE_FILES)} rule files found" in result.stdout + result.stderr
+
+
+# --- live: pulse up --demo + prometheus -------------------------------------------------------------
+
+
+class _Sink(BaseHTTPRequestHandler):
+    """A webhook receiver that accepts everything (notifications must be delivered somewhere)."""
+
+    received: list[bytes] = []
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.received.append(self.rfile.read(length))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def webhook() -> Iterator[str]:
+    server = ThreadingHTTPServer((HOST, 0), _Sink)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://{HOST}:{server.server_address[1]}/hook"
+    server.shutdown()
+    server.server_close()
+
+
+@dataclass
+class Proc:
+    """A started process with its log; stopped (whole process group) at teardown."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def tail(self, lines: int = 30) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return f"--- {self.name} ---\n" + "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(15)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # whatever of its tree is left
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    started: list[Proc] = []
+    yield started
+    for proc in reversed(started):
+        proc.stop()
+
+
+def start(
+    procs: list[Proc], name: str, argv: list[str], log: Path, env: dict[str, str] | None = None
+) -> Proc:
+    with open(log, "ab") as out:
+        popen = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=log.parent,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    proc = Proc(name, popen, log)
+    procs.append(proc)
+    return proc
+
+
+def pulse_argv(*args: str) -> list[str]:
+    script = Path(sys.executable).with_name("pulse")
+    return [str(script), *args] if script.exists() else [sys.executable, "-m", "pipeline.cli", *args]
+
+
+E2E_RULES = """
+extends: defaults
+rules:
+  # Fires as soon as there is traffic: gives the alert and notification panels something to show.
+  - name: e2e_traffic_present
+    metric: o4o_requests_per_second
+    window: 1m
+    op: ">"
+    threshold: 0
+    severity: critical
+    annotations:
+      summary: "traffic: {{ value }} requests/s"
+"""
+
+
+def start_pulse(procs: list[Proc], tmp: Path, webhook: str) -> tuple[Proc, int, str]:
+    """`pulse up --demo` with a probe, an always-firing rule and a webhook; return (proc, port, broker)."""
+    try:
+        from pipeline.broker import broker_binary
+
+        binary = broker_binary()
+    except Exception as exc:
+        binary = ""
+        need(False, f"the Tansu broker binary is unavailable: {exc}")
+    need(os.access(binary, os.X_OK), f"the Tansu broker binary {binary} is not executable")
+    port = free_port(HOST)
+    config = {
+        "probes": [
+            {
+                "name": "e2e-self",
+                "type": "http",
+                "url": f"http://{HOST}:{port}/health",
+                "interval": "2s",
+                "timeout": "1s",
+            }
+        ]
+    }
+    (tmp / "pulse.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    (tmp / "rules.yaml").write_text(E2E_RULES, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
+    env.update(
+        PULSE_WEB_HOST=HOST,
+        PULSE_WEB_PORT=str(port),
+        PULSE_DATA_DIR=str(tmp / "data"),
+        PULSE_CONFIG=str(tmp / "pulse.yaml"),
+        PULSE_RULES=str(tmp / "rules.yaml"),
+        PULSE_RULES_INTERVAL="1s",
+        PULSE_WEBHOOK_URL=webhook,
+        PYTHONUNBUFFERED="1",
+    )
+    pulse = start(procs, "pulse up --demo", pulse_argv("up", "--demo"), tmp / "pulse.log", env)
+    deadline = time.monotonic() + 90
+    while True:
+        assert pulse.proc.poll() is None, pulse.tail()
+        try:
+            if httpx.get(f"http://{HOST}:{port}/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"worker not healthy within 90 s\n{pulse.tail()}"
+        time.sleep(0.3)
+    found = re.search(r"broker\s+kafka://(\S+)", pulse.log.read_text(errors="replace"))
+    assert found, pulse.tail()
+    return pulse, port, found.group(1)
+
+
+async def _publish_odd_events(bootstrap: str) -> None:
+    """One message that is not JSON (dead letter) and one order two hours old (late event)."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        late = {
+            "order_id": "e2e-late",
+            "status": "created",
+            "amount": 1000,
+            "currency": "KRW",
+            "user_id": "u-e2e",
+            "user_role": "customer",
+            "payment_method": "card",
+            "item_count": 1,
+            "ts": int(time.time() * 1000) - 2 * 3600 * 1000,
+        }
+        await producer.send_and_wait("o4o.events.orders", b"{not json")
+        await producer.send_and_wait("o4o.events.orders", orjson.dumps(late))
+    finally:
+        await producer.stop()
+
+
+def start_prometheus(procs: list[Proc], tmp: Path, target_port: int) -> tuple[Proc, str]:
+    """The real prometheus, scraping the worker every second and evaluating deploy/prometheus/rules."""
+    binary = need_binary("prometheus", "prometheus")
+    deployed = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text(encoding="utf-8"))
+    [job] = deployed["scrape_configs"]
+    job["static_configs"] = [{"targets": [f"{HOST}:{target_port}"]}]
+    config = {
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(path) for path in RULE_FILES],
+        "scrape_configs": [job],
+    }
+    config_file = tmp / "prometheus.yml"
+    config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
+    port = free_port(HOST)
+    argv = [
+        binary,
+        f"--config.file={config_file}",
+        f"--storage.tsdb.path={tmp / 'tsdb'}",
+        f"--web.listen-address={HOST}:{port}",
+        "--log.level=warn",
+    ]
+    prometheus = start(procs, "prometheus", argv, tmp / "prometheus.log")
+    url = f"http://{HOST}:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        assert prometheus.proc.poll() is None, prometheus.tail()
+        try:
+            if httpx.get(f"{url}/-/ready", timeout=2).status_code == 200:
+                return prometheus, url
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, prometheus.tail()
+        time.sleep(0.2)
+
+
+def dashboard_queries() -> list[tuple[str, str, str, set[str]]]:
+    """(dashboard, panel title, expr with Grafana variables substituted, metrics it waits for)."""
+    out = []
+    for path in DASHBOARDS:
+        dashboard = json.loads(path.read_text(encoding="utf-8"))
+        for panel in dashboard["panels"]:
+            pending = set(PENDING.findall(panel.get("description", "")))
+            for target in panel.get("targets", []):
+                expr = target["expr"]
+                for variable, value in GRAFANA_VARIABLES.items():
+                    expr = expr.replace(variable, value)
+                assert "$" not in expr, f"unsubstituted Grafana variable in {expr}"
+                out.append((path.name, panel["title"], expr, pending))
+    return out
+
+
+def query(url: str, expr: str) -> list[Any]:
+    reply = httpx.get(f"{url}/api/v1/query", params={"query": expr}, timeout=10)
+    body = reply.json()
+    assert reply.status_code == 200 and body["status"] == "success", f"{expr}: {body}"
+    result: list[Any] = body["data"]["result"]
+    return result
+
+
+@pytest.mark.timeout(240)
+def test_every_dashboard_query_and_recording_rule_returns_data(
+    tmp_path: Path, procs: list[Proc], webhook: str
+) -> None:
+    need_binary("prometheus", "prometheus")
+    catalogue = exported_metrics()
+    queries: dict[str, str] = {}
+    skipped = []
+    for dashboard, title, expr, pending in dashboard_queries():
+        waiting = {m for m in pending if m not in catalogue and m in metric_names(expr)}
+        if waiting:  # a panel for a metric that o4o-pulse does not export yet
+            skipped.append(f"{dashboard}: {title}: waits for {', '.join(sorted(waiting))}")
+            continue
+        queries[expr] = f"{dashboard}: {title}"
+    records = [rule["record"] for path in RULE_FILES for g in yaml.safe_load(path.read_text())["groups"]
+               for rule in g["rules"] if "record" in rule]  # fmt: skip
+    for record in records:
+        queries[record] = f"recording rule {record}"
+
+    pulse, port, bootstrap = start_pulse(procs, tmp_path, webhook)
+    asyncio.run(_publish_odd_events(bootstrap))
+    prometheus, url = start_prometheus(procs, tmp_path, port)
+
+    missing = dict(queries)
+    deadline = time.monotonic() + DATA_WITHIN
+    while missing and time.monotonic() < deadline:
+        assert pulse.proc.poll() is None, pulse.tail()
+        assert prometheus.proc.poll() is None, prometheus.tail()
+        for expr in list(missing):
+            if query(url, expr):
+                del missing[expr]
+        if missing:
+            time.sleep(2)
+    assert not missing, (
+        f"{len(missing)} of {len(queries)} queries returned nothing within {DATA_WITHIN:g}s:\n"
+        + "\n".join(f"  {where}: {expr}" for expr, where in missing.items())
+        + f"\n{pulse.tail()}\n{prometheus.tail()}"
+    )
+
+    # Every rule, recording and alerting, evaluates without error against the real series.
+    groups = httpx.get(f"{url}/api/v1/rules", timeout=10).json()["data"]["groups"]
+    rules = [rule for group in groups for rule in group["rules"]]
+    assert len(rules) == sum(
+        len(g["rules"]) for p in RULE_FILES for g in yaml.safe_load(p.read_text())["groups"]
+    )
+    broken = [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
+    assert not broken, broken
+    # The target is up, and the built-in rule engine's own view agrees that traffic flows.
+    [target] = httpx.get(f"{url}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
+    assert target["health"] == "up", target
+    assert float(query(url, "sum(rate(pulse_events_total[1m]))")[0]["value"][1]) > 0
+    print(f"{len(queries)} queries returned data; skipped (metric not exported yet): {skipped or 'none'}")
