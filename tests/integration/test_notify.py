@@ -366,3 +366,39 @@ def test_an_error_spike_from_the_simulator_ends_in_one_message_per_channel_and_i
     # (when the simulator stops, its heartbeats stop too: payment_system_down may follow, rightly)
     texts = about_errors(sms_bodies(receivers.sms))
     assert len(texts) == 2 and "RESOLVED" in texts[1].upper()
+
+
+def test_pulse_silence_and_pulse_alerts_commands(cluster: Cluster) -> None:
+    cluster.extra_env["PULSE_API_TOKEN"] = TOKEN
+    worker = cluster.add_worker()
+
+    def pulse(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", *args, "--url", worker.url],
+            env=cluster.env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    added = pulse(
+        "silence", "add", "alertname=high_error_rate", "route=~/api/pay.*", "--comment", "PG maintenance"
+    )
+    assert added.returncode == 0, added.stderr
+    silence_id = added.stdout.strip()
+    listed = pulse("silence", "list")
+    assert silence_id in listed.stdout and "active" in listed.stdout and "PG maintenance" in listed.stdout
+    api = httpx.get(f"{worker.url}/api/v1/silences/{silence_id}", timeout=5).json()["data"]
+    assert api["matchers"] == {"alertname": "high_error_rate", "route": "=~/api/pay.*"}
+    assert pulse("silence", "expire", silence_id).returncode == 0
+    assert "expired" in pulse("silence", "list").stdout
+    bad = pulse("silence", "add", "nonsense", "--comment", "x")
+    assert bad.returncode != 0 and "LABEL=VALUE" in bad.stderr
+    heartbeat(cluster, "unhealthy")
+    wait_until(
+        lambda: "firing" in pulse("alerts", "--history", "--rule", "payment_system_down").stdout,
+        timeout=30,
+        what="`pulse alerts --history` showing the firing change",
+    )
+    assert "payment_system_down" in pulse("alerts").stdout
