@@ -82,6 +82,7 @@ class Evaluator:
         # ticks arrive every ingest.flush_interval with some jitter; half a tick of slack keeps a rule
         # interval equal to the tick from skipping every other tick
         self.slack_ms = int(min(cfg.rules.interval, cfg.ingest.flush_interval) * 500)
+        self.stale_ms = int(max(3 * cfg.rules.interval, 3 * cfg.ingest.flush_interval, 5.0) * 1000)
         self.partitions = pulse.config.topics.partitions
         self.state_writer = ChangelogWriter(pulse.alertstate)
         self.log_writer = ChangelogWriter(pulse.alertlog)
@@ -129,6 +130,10 @@ class Evaluator:
         """Evaluate the rules for partition p if its interval has passed; return the writes to await."""
         last = self.last_eval.get(partition)
         if last is not None and now_ms - last < self.interval_ms - self.slack_ms:
+            return []
+        if time.time() * 1000 - now_ms > self.stale_ms:
+            # A tick replayed after a restart: the series blocks that followed it in the log are not
+            # applied yet, so it would see series missing and resolve alerts that still fire.
             return []
         self.last_eval[partition] = now_ms
         started = time.perf_counter()
