@@ -65,7 +65,10 @@ class SeriesView:
         self._by_partition = {}
         for key in self._states:
             self._by_partition.setdefault(owner(key, self.partitions), set()).add(key)
-        self._active = active
+        # Cache the index only once the tables are recovered: Faust completes a rebalance (and we
+        # invalidate) before its recovery has replayed the changelogs, and an index built from a
+        # half-recovered table would stay stale until the next rebalance.
+        self._active = active if self.pulse.is_ready() else None
         self.pulse.metrics.owned_series.set(len(self._states))
 
     def note_written(self, keys: list[str]) -> None:
