@@ -284,6 +284,17 @@ class SlackConfig(_Section):
     api_url: str = "https://slack.com/api/"
 
 
+def _split_list(value: Any) -> Any:
+    """Accept a comma-separated string (environment variables) as a list."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+Recipients = Annotated[tuple[str, ...], BeforeValidator(_split_list)]
+"""Addresses or numbers: a list, or one comma-separated string (as environment variables give)."""
+
+
 class EmailConfig(_Section):
     """Email through SMTP (STARTTLS, implicit TLS or plain), HTML and plain-text parts."""
 
@@ -293,13 +304,8 @@ class EmailConfig(_Section):
     smtp_password: str | None = None
     tls: Literal["starttls", "implicit", "none"] = "starttls"
     sender: str = "o4o-pulse@localhost"
-    to: tuple[str, ...] = ()
+    to: Recipients = ()
     ca_file: str | None = None
-
-    @field_validator("to", mode="before")
-    @classmethod
-    def _split(cls, value: Any) -> Any:
-        return _split_list(value)
 
 
 class SmsConfig(_Section):
@@ -309,13 +315,8 @@ class SmsConfig(_Section):
     account_sid: str = "AC00000000000000000000000000000000"
     auth_token: str | None = None
     sender: str = "+10000000000"
-    to: tuple[str, ...] = ()
+    to: Recipients = ()
     max_chars: int = Field(default=320, ge=70, le=1600)
-
-    @field_validator("to", mode="before")
-    @classmethod
-    def _split(cls, value: Any) -> Any:
-        return _split_list(value)
 
 
 class WebhookConfig(_Section):
@@ -349,13 +350,6 @@ class ChannelsConfig(_Section):
     alertmanager: AlertmanagerConfig = AlertmanagerConfig()
     timeout: Duration = 10.0
     external_url: str = "http://127.0.0.1:6066"
-
-
-def _split_list(value: Any) -> Any:
-    """Accept a comma-separated string (environment variables) as a list."""
-    if isinstance(value, str):
-        return tuple(part.strip() for part in value.split(",") if part.strip())
-    return value
 
 
 def _check_matchers(value: dict[str, str]) -> dict[str, str]:

@@ -23,23 +23,14 @@ import httpx
 import pytest
 
 from pipeline.procs import free_port
-from tests.conftest import need
+from tests.e2e.launch import HOST, need_broker, pulse_argv, pulse_env, wait_healthy
 from tests.helpers import parse_metrics
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")]
 
-HOST = "127.0.0.1"
 STOP_WITHIN = 10.0  # the issue: Ctrl-C or SIGTERM stops everything within 10 s
 ORPHAN_WITHIN = 10.0  # after a SIGKILL of `pulse up`, PDEATHSIG must clear its children
 START_WITHIN = 90.0  # broker + worker start; generous for a loaded 2-CPU machine
-
-
-def pulse_argv(*args: str) -> list[str]:
-    """argv of the installed `pulse` console script (or `python -m pipeline.cli` without it)."""
-    script = Path(sys.executable).with_name("pulse")
-    if script.exists():
-        return [str(script), *args]
-    return [sys.executable, "-m", "pipeline.cli", *args]
 
 
 # --- the process tree, from /proc -----------------------------------------------------------------
@@ -222,34 +213,16 @@ class Run:
             self.proc.wait(10)
 
 
-def _env(tmp: Path, web_port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
-    env.update(
-        PULSE_WEB_PORT=str(web_port),
-        PULSE_WEB_HOST=HOST,
-        PULSE_DATA_DIR=str(tmp / "data"),
-        PULSE_LOG_LEVEL="info",
-        PYTHONUNBUFFERED="1",
-    )
-    return env
-
-
 @pytest.fixture
 def pulse(tmp_path: Path) -> Iterator[Callable[..., Run]]:
     """Start `pulse ARGS...`; every run is torn down after the test."""
-    try:
-        from pipeline.broker import broker_binary
-
-        binary = broker_binary()
-    except Exception as exc:
-        binary = ""
-        need(False, f"the Tansu broker binary is unavailable: {exc}")
-    need(os.access(binary, os.X_OK), f"the Tansu broker binary {binary} is not executable")
+    need_broker()
     runs: list[Run] = []
 
     def start(*args: str, web_port: int | None = None) -> Run:
         port = web_port or free_port(HOST)
-        run = Run(pulse_argv(*args), tmp_path, _env(tmp_path, port), tmp_path / f"run{len(runs)}.log")
+        env = pulse_env(tmp_path, port, PULSE_LOG_LEVEL="info")
+        run = Run(pulse_argv(*args), tmp_path, env, tmp_path / f"run{len(runs)}.log")
         runs.append(run)
         return run.start()
 
@@ -333,16 +306,7 @@ def start_up(pulse: Callable[..., Run], demo: bool = True) -> tuple[Run, int]:
     port = free_port(HOST)
     run = pulse("up", "--demo", web_port=port) if demo else pulse("up", web_port=port)
     run.wait_for("Ctrl-C stops everything.", START_WITHIN)
-    deadline = time.monotonic() + START_WITHIN
-    while True:
-        assert run.running(), f"`pulse up` exited with {run.proc and run.proc.returncode}:\n{run.tail()}"
-        try:
-            if httpx.get(f"http://{HOST}:{port}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, f"worker not healthy within {START_WITHIN:g}s:\n{run.tail()}"
-        time.sleep(0.2)
+    wait_healthy(port, run.running, run.tail, START_WITHIN)
     tree = run.track()
     expected = [_is_broker, _is_worker] + ([_is_simulator] if demo else [])
     for match in expected:

@@ -28,11 +28,11 @@ import pytest
 
 from pipeline.procs import free_port
 from tests.conftest import need, need_binary
+from tests.e2e.launch import HOST, need_broker, pulse_argv, pulse_env, wait_healthy
 from tests.e2e.test_cli_processes import descendants
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")]
 
-HOST = "127.0.0.1"
 TOKEN = "e2e-live-page-" + uuid.uuid4().hex
 START_WITHIN = 90.0  # broker + worker start on a loaded 2-CPU machine
 DATA_WITHIN = 90.0  # the simulator's first events reach the figures
@@ -72,11 +72,6 @@ class PulseUp:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def _pulse_argv(*args: str) -> list[str]:
-    script = Path(sys.executable).with_name("pulse")
-    return [str(script), *args] if script.exists() else [sys.executable, "-m", "pipeline.cli", *args]
-
-
 def _default_sigint() -> None:  # runs in the child between fork and exec
     """Default SIGINT, as in a terminal: a background pytest may have it ignored, and exec keeps that."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -85,31 +80,15 @@ def _default_sigint() -> None:  # runs in the child between fork and exec
 @pytest.fixture
 def pulse_up(tmp_path: Path) -> Iterator[PulseUp]:
     """`pulse up --demo` (API token, always-firing rule) on a free port, healthy; its tree is killed after."""
-    try:
-        from pipeline.broker import broker_binary
-
-        binary = broker_binary()
-    except Exception as exc:
-        binary = ""
-        need(False, f"the Tansu broker binary is unavailable: {exc}")
-    need(os.access(binary, os.X_OK), f"the Tansu broker binary {binary} is not executable")
+    need_broker()
     port = free_port(HOST)
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES, encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
-    env.update(
-        PULSE_WEB_PORT=str(port),
-        PULSE_WEB_HOST=HOST,
-        PULSE_DATA_DIR=str(tmp_path / "data"),
-        PULSE_API_TOKEN=TOKEN,
-        PULSE_RULES=str(rules),
-        PULSE_LOG_LEVEL="info",
-        PYTHONUNBUFFERED="1",
-    )
+    env = pulse_env(tmp_path, port, PULSE_API_TOKEN=TOKEN, PULSE_RULES=str(rules), PULSE_LOG_LEVEL="info")
     log = tmp_path / "pulse-up.log"
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            _pulse_argv("up", "--demo"),
+            pulse_argv("up", "--demo"),
             cwd=tmp_path,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -120,16 +99,13 @@ def pulse_up(tmp_path: Path) -> Iterator[PulseUp]:
         )
     run = PulseUp(proc, port, log)
     seen = descendants(proc.pid)
+
+    def alive() -> bool:
+        seen.update(descendants(proc.pid))  # its children, to kill them all at teardown
+        return proc.poll() is None
+
     try:
-        deadline = time.monotonic() + START_WITHIN
-        while True:
-            assert proc.poll() is None, f"`pulse up` exited with {proc.returncode}:\n{run.tail()}"
-            seen |= descendants(proc.pid)
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{run.url}/health", timeout=2).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, f"worker not healthy in {START_WITHIN:g}s:\n{run.tail()}"
-            time.sleep(0.3)
+        wait_healthy(port, alive, run.tail, START_WITHIN)
         yield run
     finally:
         if proc.poll() is None:

@@ -14,7 +14,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -29,7 +28,8 @@ import pytest
 import yaml
 
 from pipeline.procs import free_port
-from tests.conftest import need, need_binary
+from tests.conftest import need_binary
+from tests.e2e.launch import HOST, need_broker, pulse_argv, pulse_env, wait_healthy
 from tests.unit.test_deploy_files import PENDING, exported_metrics, metric_names
 
 pytestmark = pytest.mark.e2e
@@ -38,7 +38,6 @@ REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
 RULE_FILES = sorted((PROMETHEUS_DIR / "rules").glob("*.yml"))
 DASHBOARDS = sorted((REPO / "deploy" / "grafana" / "dashboards").glob("*.json"))
-HOST = "127.0.0.1"
 # Grafana's variables, as the test substitutes them (scrapes are 1 s apart here, not 15 s).
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "5s", "$__range": "5m"}
 DATA_WITHIN = 120.0
@@ -167,11 +166,6 @@ def start(
     return proc
 
 
-def pulse_argv(*args: str) -> list[str]:
-    script = Path(sys.executable).with_name("pulse")
-    return [str(script), *args] if script.exists() else [sys.executable, "-m", "pipeline.cli", *args]
-
-
 E2E_RULES = """
 extends: defaults
 rules:
@@ -189,14 +183,7 @@ rules:
 
 def start_pulse(procs: list[Proc], tmp: Path, webhook: str) -> tuple[Proc, int, str]:
     """`pulse up --demo` with a probe, an always-firing rule and a webhook; return (proc, port, broker)."""
-    try:
-        from pipeline.broker import broker_binary
-
-        binary = broker_binary()
-    except Exception as exc:
-        binary = ""
-        need(False, f"the Tansu broker binary is unavailable: {exc}")
-    need(os.access(binary, os.X_OK), f"the Tansu broker binary {binary} is not executable")
+    need_broker()
     port = free_port(HOST)
     config = {
         "probes": [
@@ -211,28 +198,16 @@ def start_pulse(procs: list[Proc], tmp: Path, webhook: str) -> tuple[Proc, int, 
     }
     (tmp / "pulse.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     (tmp / "rules.yaml").write_text(E2E_RULES, encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
-    env.update(
-        PULSE_WEB_HOST=HOST,
-        PULSE_WEB_PORT=str(port),
-        PULSE_DATA_DIR=str(tmp / "data"),
+    env = pulse_env(
+        tmp,
+        port,
         PULSE_CONFIG=str(tmp / "pulse.yaml"),
         PULSE_RULES=str(tmp / "rules.yaml"),
         PULSE_RULES_INTERVAL="1s",
         PULSE_WEBHOOK_URL=webhook,
-        PYTHONUNBUFFERED="1",
     )
     pulse = start(procs, "pulse up --demo", pulse_argv("up", "--demo"), tmp / "pulse.log", env)
-    deadline = time.monotonic() + 90
-    while True:
-        assert pulse.proc.poll() is None, pulse.tail()
-        try:
-            if httpx.get(f"http://{HOST}:{port}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, f"worker not healthy within 90 s\n{pulse.tail()}"
-        time.sleep(0.3)
+    wait_healthy(port, lambda: pulse.proc.poll() is None, pulse.tail, 90)
     found = re.search(r"broker\s+kafka://(\S+)", pulse.log.read_text(errors="replace"))
     assert found, pulse.tail()
     return pulse, port, found.group(1)
