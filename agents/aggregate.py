@@ -11,15 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from faust.types import TP, EventT, StreamT
 
-from agents.durable import ChangelogWriter, crash, drain, seek_again
-from agents.ingest import MAX_RESEEKS
+from agents.durable import SHUTDOWN_GRACE_S, ChangelogWriter, Gate, crash, drain
 from pipeline.aggregates import loads_block_series
 from pipeline.app import connect
 from pipeline.cells import Retention, SeriesState, apply_block, group_cells, split_cell_key
@@ -127,9 +126,7 @@ class Cursor:
     """Where stage 2 stands in one partials partition within one assignment."""
 
     epoch: int
-    rewind_to: int | None = None
-    last_seen: int = -1
-    reseeks: int = 0
+    gate: Gate | None
 
 
 class Stage2:
@@ -182,39 +179,46 @@ class Stage2:
         self.pending.append(event)
         await self.maybe_write()
 
-    async def _in_order(self, partition: int, offset: int) -> bool:
-        """Whether to apply this message; after an assignment, resume after the recorded position.
+    def resume(self, tps: set[TP], committed: Mapping[TP, int | None] | None) -> dict[TP, int]:
+        """Return where each assigned partials partition resumes: after its recorded position.
 
-        Faust acknowledges, without delivering them, messages it skips around a rebalance; its
-        committed offset can then pass messages this stage never applied. The position recorded with
-        every delivered batch of cell writes is the truth: a partition that resumes beyond it is
-        rewound (cells skip what they already hold).
+        Faust acknowledges, without delivering them, messages it skips around a rebalance, so its
+        committed offset can pass messages this stage never applied. The position recorded with
+        every delivered batch of cell writes is the truth (cells skip what they already hold).
         """
+        positions: dict[TP, int] = {}
+        for part in tps:
+            if part.topic == self.pulse.partials_name:
+                cursor = self._resume_one(part.partition)
+                assert cursor.gate is not None
+                positions[TP(part.topic, part.partition)] = cursor.gate.offset
+        return positions
+
+    def _resume_one(self, partition: int) -> Cursor:
+        recorded = self.pulse.flushlog.get(position_key(partition))
+        position = 0 if recorded is None else int(recorded) + 1
+        cursor = self.cursors[partition] = Cursor(self.pulse.epoch, Gate(position))
+        return cursor
+
+    async def _in_order(self, partition: int, offset: int) -> bool:
+        """Whether to apply this message: only from the resume position on, after an assignment."""
         cursor = self.cursors.get(partition)
+        tp = TP(self.pulse.partials_name, partition)
         if cursor is None or cursor.epoch != self.pulse.epoch:
-            cursor = self.cursors[partition] = Cursor(self.pulse.epoch)
-            recorded = self.pulse.flushlog.get(position_key(partition))
-            # Nothing recorded yet but the partition resumes past its start: its previous owner died
-            # before its first commit, and the broker's reset policy is not to be trusted (Tansu).
-            resume_at = 0 if recorded is None else int(recorded) + 1
-            if offset > resume_at:
-                cursor.rewind_to = resume_at
-                cursor.last_seen = offset
-                log.info("partials %d resumes at %d, after %d: rewinding", partition, offset, resume_at)
-                await self.pulse.app.consumer.seek(TP(self.pulse.partials_name, partition), cursor.rewind_to)
-                return False
-        if cursor.rewind_to is None:
+            # Not positioned at the assignment (it should have been): position it now.
+            cursor = self._resume_one(partition)
+            assert cursor.gate is not None
+            if cursor.gate.offset != offset:
+                log.info(
+                    "partials %d: seeking from %d to resume at %d", partition, offset, cursor.gate.offset
+                )
+                await self.pulse.app.consumer.seek(tp, cursor.gate.offset)
+        if cursor.gate is None:
             return True
-        restarted = offset <= cursor.last_seen
-        cursor.last_seen = offset
-        if restarted and offset > cursor.rewind_to and cursor.reseeks < MAX_RESEEKS:
-            cursor.reseeks += 1  # Faust's own seek to the committed offset landed after ours
-        elif offset == cursor.rewind_to or (restarted and offset > cursor.rewind_to):
-            cursor.rewind_to = None
-            return True
-        # fetched before the seek: delivered again after it, once Faust forgets this offset
-        seek_again(self.pulse.app.consumer, TP(self.pulse.partials_name, partition), cursor.rewind_to)
-        return False
+        if not await cursor.gate.admit(self.pulse.app.consumer, tp, offset, f"partials {partition}"):
+            return False
+        cursor.gate = None
+        return True
 
     def apply(self, partition: int, blocks: list[dict[str, Any]]) -> None:
         """Merge blocks into the cells in memory and mark what changed."""
@@ -224,7 +228,19 @@ class Stage2:
         dirty = self.dirty
         for block in blocks:
             series = loads_block_series(block["s"])
-            result = apply_block(store, block["src"], block["b"], series, self.coarse_ms)
+            source, start, end = block["src"], block["a"], block["b"]
+            result = apply_block(store, source, end, series, self.coarse_ms, start)
+            if result.overlapped:
+                metrics.cells_overlapped.inc(len(result.overlapped))
+                log.warning(
+                    "partials %d: block %s [%d, %d] overlaps what %d cells applied, e.g. %s",
+                    partition,
+                    source,
+                    start,
+                    end,
+                    len(result.overlapped),
+                    result.overlapped[:3],
+                )
             for key in result.written:
                 dirty[key] = partition
             self.view.note_written(result.written)
@@ -328,10 +344,15 @@ def register(pulse: Pulse) -> Stage2:
         await stage2.maybe_write(force=True)
         await drain(stage2.inflight, "cell writes")
 
+    async def on_shutdown(app: Any, *args: Any, **kwargs: Any) -> None:
+        await stage2.maybe_write(force=True)
+        await drain(stage2.inflight, "cell writes", "shutdown", SHUTDOWN_GRACE_S)
+
     async def on_rebalanced(app: Any, *args: Any, **kwargs: Any) -> None:
         stage2.view.invalidate()
 
     connect(pulse.app.on_partitions_revoked, on_revoked)
     connect(pulse.app.on_rebalance_complete, on_rebalanced)
+    connect(pulse.app.on_before_shutdown, on_shutdown)
 
     return stage2

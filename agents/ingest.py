@@ -2,10 +2,10 @@
 
 Delivery: an event is acknowledged only after the flush that contains it has been recorded in the
 `flushlog` table (durably, before anything else is sent) and its partial aggregates have been handed
-to the producer; Faust flushes the producer before it commits offsets. After any (re)assignment the
-worker seeks each input partition back to the start of its last recorded flush and replays exactly
-that range as one flush, so its partials are identical duplicates that stage 2 skips. A crash at any
-moment therefore loses nothing and counts nothing twice.
+to the producer. After any (re)assignment the worker resumes each input partition at the start of its
+last recorded flush (not at the committed offset, which Faust can move past events around a
+rebalance) and replays exactly that range as one flush, so its partials are identical duplicates that
+stage 2 skips. A crash at any moment therefore loses nothing and counts nothing twice.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, cast
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 from faust.types import TP, EventT, StreamT
 from orjson import loads
 
-from agents.durable import ChangelogWriter, crash, drain, seek_again
+from agents.durable import SHUTDOWN_GRACE_S, ChangelogWriter, Gate, crash, drain
 from pipeline.aggregates import dumps
 from pipeline.app import connect
 from pipeline.decode import decode
@@ -45,8 +45,6 @@ _REPEATED = object()
 class Mode(Enum):
     """Where an input partition stands after an assignment."""
 
-    SKIPPING = "skipping"
-    SEEKING = "seeking"
     REPLAY = "replay"
     NORMAL = "normal"
 
@@ -90,10 +88,6 @@ class FlushJob:
     """The label guard's admitted values, when this flush changed them."""
 
 
-MAX_RESEEKS = 5
-"""How often a replay seeks back again before it accepts that its first offset is gone."""
-
-
 @dataclass
 class PartitionState:
     """Stage-1 state of one input partition within one consumer generation."""
@@ -103,8 +97,8 @@ class PartitionState:
     mode: Mode = Mode.NORMAL
     replay_start: int = -1
     replay_end: int = -1
-    last_seen: int = -1
-    reseeks: int = 0
+    gate: Gate | None = None
+    """Until the resume position arrives: what to do with earlier or later messages."""
     last_flush: float = 0.0
     last_offset: int = -1
     """Highest offset taken into a buffer: Kafka offsets only grow, so anything else is a repeat."""
@@ -145,7 +139,6 @@ class Stage1:
         self.pulse = pulse
         cfg = pulse.config
         self.kind_of = pulse.input_topics
-        self.rewound: dict[TP, int] = {}
         self.ticks_name = pulse.ticks_name
         self.partitions = cfg.topics.partitions
         self.pane_ms = int(cfg.windows.pane * 1000)
@@ -174,7 +167,12 @@ class Stage1:
         """
         message = event.message
         state = self.states.get(message.tp)
-        if state is None or state.generation != self.pulse.epoch or state.mode is not Mode.NORMAL:
+        if (
+            state is None
+            or state.generation != self.pulse.epoch
+            or state.mode is not Mode.NORMAL
+            or state.gate is not None
+        ):
             return self.on_event(event)
         problems = self._take(state, event, message)
         if problems is _REPEATED:
@@ -197,20 +195,21 @@ class Stage1:
             return
         tp = message.tp
         offset = message.offset
-        generation = self.pulse.epoch
         state = self.states.get(tp)
-        if state is None or state.generation != generation:
-            state = await self._start_partition(tp, offset, generation)
-        if state.mode is Mode.SKIPPING:
-            if offset < state.replay_start:
-                event.ack()
+        if state is None or state.generation != self.pulse.epoch:
+            # Not positioned at the assignment (it should have been): position it now.
+            state = self._resume_one(tp, offset)
+            if state.gate is not None and state.gate.offset != offset:
+                log.info(
+                    "%s: seeking from %d to its resume position %d", tp_key(tp), offset, state.gate.offset
+                )
+                await self.pulse.app.consumer.seek(tp, state.gate.offset)
+        if state.gate is not None:
+            if not await state.gate.admit(self.pulse.app.consumer, tp, offset, tp_key(tp)):
                 return
-            if offset > state.replay_start:  # pragma: no cover - offsets are contiguous here
-                log.warning("offset %d vanished; replaying from %d", state.replay_start, offset)
-            state.mode = Mode.REPLAY
-        elif state.mode is Mode.SEEKING and not self._arrived(state, offset):
-            seek_again(self.pulse.app.consumer, tp, state.replay_start)
-            return
+            state.gate = None
+            if state.mode is Mode.REPLAY and offset > state.replay_start:
+                state.replay_start = offset
         problems = self._take(state, event, message)
         if problems is not _REPEATED:
             await self._after(state, message, problems)
@@ -345,117 +344,55 @@ class Stage1:
 
     # -- assignment and replay ---------------------------------------------------------------
 
-    async def _start_partition(self, tp: TP, offset: int, generation: int) -> PartitionState:
+    def resume(self, tps: set[TP], committed: Mapping[TP, int | None] | None) -> dict[TP, int]:
+        """Return where assigned input partitions resume, and start their state there.
+
+        Called before Faust resumes the partitions after an assignment (the tables are recovered by
+        then), with `committed` None: partitions without a flush record are left out, as their
+        position is the committed offset. Called again with the committed offsets for those.
+        """
+        positions: dict[TP, int] = {}
+        for part in tps:
+            tp = TP(part.topic, part.partition)
+            if tp.topic not in self.kind_of:
+                continue
+            if committed is None and not self.pulse.flushlog.get(tp_key(tp)):
+                continue
+            offset = None if committed is None else committed.get(part)
+            state = self._resume_one(tp, offset)
+            assert state.gate is not None
+            positions[tp] = state.gate.offset
+        return positions
+
+    def _resume_one(self, tp: TP, committed: int | None) -> PartitionState:
+        """Start the state of one input partition at its last recorded flush (or the committed offset)."""
         old = self.states.get(tp)
         kind = self.kind_of[tp.topic]
         buf = old.buffer if old is not None else Buffer(kind, ACCUMULATORS[kind](), validator(kind))
         buf.reset()
-        state = PartitionState(generation, buf)
+        state = PartitionState(self.pulse.epoch, buf)
         self.states[tp] = state
         record = self.pulse.flushlog.get(tp_key(tp))
         if not record:
-            log.info("%s: starting at offset %d, no recorded flush", tp_key(tp), offset)
-            # An empty range ending before this offset: should the consumer's committed offset ever
-            # pass events this stage did not take, the next assignment rewinds to here.
-            empty = {"a": offset, "b": offset - 1}
-            await (await self.flushlog.put(tp_key(tp), empty, tp.partition))
-            return state
-        start, end = int(record["a"]), int(record["b"])
-        log.info("%s: starting at offset %d, last recorded flush [%d, %d]", tp_key(tp), offset, start, end)
-        if offset == end + 1:
-            return state  # the last recorded flush was committed: nothing to replay
-        state.replay_start, state.replay_end = start, end
-        self.pulse.metrics.replays.inc()
-        if offset == start:
-            state.mode = Mode.REPLAY
-            return state
-        if offset < start:
-            # The committed offset lagged behind the records: what lies before the last range is
-            # already in stage 2. Skip it (acknowledged) rather than seek forward, because events
-            # Faust fetched before a seek still arrive after it and would be counted twice.
-            state.mode = Mode.SKIPPING
-            return state
-        log.info(
-            "seeking %s from %d back to its last recorded flush [%d, %d]",
-            tp_key(tp),
-            offset,
-            start,
-            end,
-        )
-        state.mode = Mode.SEEKING
-        state.last_seen = offset
-        await self.pulse.app.consumer.seek(tp, start)
+            # Nothing was ever flushed with partials: everything before the committed offset produced
+            # none (dead letters only), so the committed offset is a safe start.
+            position = committed if committed is not None and committed > 0 else 0
+            log.info("%s: resuming at %d, no recorded flush", tp_key(tp), position)
+        else:
+            start, end = int(record["a"]), int(record["b"])
+            position = start
+            log.info("%s: resuming at %d, its last recorded flush is [%d, %d]", tp_key(tp), start, start, end)
+            if end >= start:  # an empty range only marks a position
+                state.mode = Mode.REPLAY
+                state.replay_start, state.replay_end = start, end
+                self.pulse.metrics.replays.inc()
+        state.gate = Gate(position)
         return state
-
-    async def _start_idle(self, partition: int) -> None:
-        """Start the input partitions with this number that no message reached since the assignment.
-
-        A partition whose committed offset lies beyond its last recorded flush (Faust can commit
-        offsets it never delivered around a rebalance) would otherwise wait for a new message before
-        its unflushed events are replayed: `_start_partition` seeks it back now.
-        """
-        generation = self.pulse.epoch
-        consumer = self.pulse.app.consumer
-        read_offsets = getattr(consumer, "_read_offset", {})
-        for tp in self.pulse.app.assignor.assigned_actives():
-            if tp.partition != partition or tp.topic not in self.kind_of:
-                continue
-            state = self.states.get(tp)
-            if state is not None and state.generation == generation:
-                continue
-            offset = read_offsets.get(tp)
-            if offset is not None:
-                await self._start_partition(tp, offset, generation)
-                continue
-            record = self.pulse.flushlog.get(tp_key(tp))
-            if not record or self.rewound.get(tp) == generation or not self._settled():
-                continue  # nothing flushed yet (read from its start), or the assignment is too fresh
-            # Nothing committed, yet flushes were recorded (the previous owner died before its first
-            # commit): read from the last recorded flush rather than trust the reset policy.
-            self.rewound[tp] = generation
-            log.info(
-                "%s: no committed offset; reading from its last recorded flush at %d", tp_key(tp), record["a"]
-            )
-            await self.pulse.app.consumer.seek(tp, int(record["a"]))
-
-    def _settled(self) -> bool:
-        """Whether the assignment is old enough that Faust has sought every partition it will seek.
-
-        Seeking a partition ourselves before that would race with Faust's own seek to the committed
-        offset, and whichever lands last would decide where reading resumes.
-        """
-        since = self.pulse.ready_since
-        wait = 2 * self.pulse.config.ingest.flush_interval
-        return self.pulse.is_ready() and since is not None and time.time() - since >= wait
-
-    def _arrived(self, state: PartitionState, offset: int) -> bool:
-        """While seeking back: whether this event is the first one of the replay range.
-
-        Events fetched before the seek keep arriving after it (higher offsets): they are dropped
-        unacknowledged, since the seek delivers them again.
-        """
-        if offset == state.replay_start:
-            state.mode = Mode.REPLAY
-            return True
-        restarted = offset <= state.last_seen
-        state.last_seen = offset
-        if restarted and offset > state.replay_start:
-            if state.reseeks < MAX_RESEEKS:
-                # Faust's own seek to the committed offset can land after ours: seek again.
-                state.reseeks += 1
-                state.last_seen = offset
-                return False
-            # The range start is gone (retention); replay what is left of the range.
-            log.warning("offset %d no longer exists; replaying from %d", state.replay_start, offset)
-            state.mode = Mode.REPLAY
-            return True
-        return False
 
     # -- flushing ---------------------------------------------------------------------------
 
     async def on_tick(self, partition: int) -> None:
         """Flush every idle-but-nonempty input partition with this number, then tick stage 2."""
-        await self._start_idle(partition)
         due = [
             tp
             for tp, state in self.states.items()
@@ -623,6 +560,11 @@ def register(pulse: Pulse) -> Stage1:
         if stage1.chain is not None:
             await drain([stage1.chain], "stage-1 flushes")
 
+    async def on_shutdown(app: Any, *args: Any, **kwargs: Any) -> None:
+        if stage1.chain is not None:
+            await drain([stage1.chain], "stage-1 flushes", "shutdown", SHUTDOWN_GRACE_S)
+
     connect(pulse.app.on_partitions_revoked, on_revoked)
+    connect(pulse.app.on_before_shutdown, on_shutdown)
 
     return stage1

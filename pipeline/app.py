@@ -8,11 +8,11 @@ input partition p (stage 1) and owns every series whose key hashes to p (stage 2
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
-from faust.types import TopicT
+from faust.types import TP, TopicT
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from pipeline.calendar import Calendar
@@ -93,6 +93,7 @@ class Pulse:
 
         self.stage1 = ingest.register(self)
         self.stage2 = aggregate.register(self)
+        self.app.resume_positions = self._resume_positions
         self.stage2.evaluator = evaluate.Evaluator(self, self.stage2.view, self.rules)
         self.history = history.register(self)
         self.prober = probes.register(self)
@@ -104,6 +105,10 @@ class Pulse:
     async def _on_rebalance(self, app: Any, *args: Any, **kwargs: Any) -> None:
         self.epoch += 1
         self.ready_since = None
+
+    def _resume_positions(self, tps: set[TP], committed: Mapping[TP, int | None] | None) -> dict[TP, int]:
+        """Where input and partials partitions resume: from the flush and position records."""
+        return {**self.stage1.resume(tps, committed), **self.stage2.resume(tps, committed)}
 
     def _raw_topic(self, *names: str) -> TopicT:
         return self.app.topic(*names, key_serializer="raw", value_serializer="raw")

@@ -58,17 +58,27 @@ class ApplyResult:
 
     written: list[str] = field(default_factory=list)
     skipped: int = 0
+    overlapped: list[tuple[str, int]] = field(default_factory=list)
+    """Cells (and the offset they had applied) whose last applied offset fell inside the block's range.
+
+    Stage 1 replays exactly its recorded ranges, so a block is either wholly applied or wholly new;
+    anything else means two ranges of one source overlap, and the block is applied (counted twice in
+    part) and reported rather than silently dropped."""
 
 
 def _add_cell(
-    cells: Cells, key: str, source: str, end: int, agg: Mapping[str, Any], out: ApplyResult
+    cells: Cells, key: str, source: str, end: int, agg: Mapping[str, Any], out: ApplyResult, start: int
 ) -> None:
     cell = cells.get(key)
     if cell is None:
         cell = {"a": {}, "v": {}}
-    elif cell["a"].get(source, -1) >= end:
-        out.skipped += 1
-        return
+    else:
+        applied = cell["a"].get(source, -1)
+        if applied >= end:
+            out.skipped += 1
+            return
+        if applied >= start:
+            out.overlapped.append((key, applied))
     merge_into(cell["v"], agg)
     cell["a"][source] = end
     cells[key] = cell
@@ -85,26 +95,30 @@ def _latest_cell(cells: Cells, key: str, state: Mapping[str, Any], out: ApplyRes
 
 
 def apply_block(
-    cells: Cells, source: str, end: int, series: Mapping[str, Any], coarse_ms: int
+    cells: Cells, source: str, end: int, series: Mapping[str, Any], coarse_ms: int, start: int | None = None
 ) -> ApplyResult:
-    """Apply one stage-1 block (source partition, last offset, series parts) to the cells."""
+    """Apply one stage-1 block (source partition, offset range [start, end], series parts) to the cells.
+
+    Without `start`, overlaps are not looked for.
+    """
+    first = end if start is None else start
     out = ApplyResult()
     for skey, part in series.items():
         total = part.get("t")
         if total:
-            _add_cell(cells, cell_key(skey, TOTAL), source, end, total, out)
+            _add_cell(cells, cell_key(skey, TOTAL), source, end, total, out, first)
         panes = part.get("p")
         if panes:
             coarse: dict[int, Agg] = {}
             for start, agg in panes.items():
-                _add_cell(cells, cell_key(skey, FINE, start), source, end, agg, out)
+                _add_cell(cells, cell_key(skey, FINE, start), source, end, agg, out, first)
                 merge_into(coarse.setdefault(pane_start(start, coarse_ms), {}), agg)
             for start, agg in coarse.items():
-                _add_cell(cells, cell_key(skey, COARSE, start), source, end, agg, out)
+                _add_cell(cells, cell_key(skey, COARSE, start), source, end, agg, out, first)
         periods = part.get("c")
         if periods:
             for period, agg in periods.items():
-                _add_cell(cells, cell_key(skey, PERIOD, period), source, end, agg, out)
+                _add_cell(cells, cell_key(skey, PERIOD, period), source, end, agg, out, first)
         latest = part.get("l")
         if latest:
             _latest_cell(cells, cell_key(skey, LATEST), latest, out)

@@ -1,4 +1,10 @@
-"""Faust's Kafka transport, adjusted for two behaviours of the embedded Tansu broker; broker security.
+"""Faust's Kafka transport: resume positions owned by the app, two fixes for the embedded Tansu broker,
+broker security.
+
+- Resume positions: after every assignment Faust resumes the partitions, then seeks each to its
+  committed offset. The app names its own positions (`PulseFaustApp.resume_positions`, from its
+  recovered tables) for the partitions whose progress it records itself; they are sought before
+  the partitions resume, and kept when Faust seeks to the committed offsets.
 
 - Fetch wait: Faust asks the broker to hold an empty fetch for 1.5 s. Apache Kafka answers as soon
   as data arrives; Tansu holds the fetch for the full wait, which would add up to 1.5 s to every hop
@@ -13,11 +19,12 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import faust
 from aiokafka.helpers import create_ssl_context
+from aiokafka.structs import TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
@@ -36,6 +43,47 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 class _Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> Any:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    _positioned: dict[TP, int] | None = None
+
+    async def _seek(self, partition: TP, offset: int) -> None:
+        """Seek in the consumer's own thread: a seek from outside races with its fetch bookkeeping."""
+        thread: Any = self._thread
+        await thread.call_thread(thread.seek, partition, offset)
+
+    def resume_partitions(self, tps: Iterable[TP]) -> None:
+        """Resume partitions, except those the app positions itself: they wait for their seek.
+
+        Faust resumes the stream partitions after each assignment (tables recovered) and then seeks
+        them to their committed offsets. The app's partitions stay paused until they are sought to
+        its own positions, so no message is fetched from anywhere else first.
+        """
+        tps = set(tps)
+        resume = getattr(self.app, "resume_positions", None)
+        if resume is not None:
+            self._positioned = dict(resume(tps, None))
+            tps -= set(self._positioned)
+        super().resume_partitions(tps)
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        """Seek to the committed offsets, except the partitions the app positions itself."""
+        resume = getattr(self.app, "resume_positions", None)
+        if resume is None:
+            return await super().seek_to_committed()
+        positioned, self._positioned = self._positioned or {}, None
+        thread = self._thread
+        others = [TopicPartition(tp.topic, tp.partition) for tp in self.assignment() if tp not in positioned]
+        committed: dict[Any, Any] = {}
+        if others:
+            committed.update(await thread.call_thread(thread._ensure_consumer().seek_to_committed, *others))
+        for tp, offset in resume({TP(tp.topic, tp.partition) for tp in others}, committed).items():
+            await self._seek(tp, offset)
+            committed[tp] = offset
+        for tp, offset in positioned.items():
+            await self._seek(tp, offset)
+        super().resume_partitions(set(positioned))
+        committed.update(positioned)
+        return committed
 
     async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
         """Return the end offset of each partition (verified by a fetch on the embedded broker)."""
@@ -93,6 +141,8 @@ class PulseFaustApp(faust.App):
 
     fetch_max_wait_ms: int | None = None
     verify_highwaters: bool = False
+    resume_positions: Callable[[set[TP], Mapping[TP, int | None] | None], Mapping[TP, int]] | None = None
+    """Where (some of) these partitions resume, given their committed offsets (None: not looked up yet)."""
 
     def configure_fetch(self, config: Config) -> None:
         """Take the fetch wait (None keeps Faust's 1.5 s) and the high-water check from the config."""

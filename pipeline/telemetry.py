@@ -55,6 +55,11 @@ class PipelineMetrics:
             "Stage-2 cells that had already applied a replayed partial (duplicates avoided)",
             registry=registry,
         )
+        self.cells_overlapped = Counter(
+            "pulse_cells_overlapped",
+            "Stage-2 cells that had applied part of a partial's offset range (an exactness defect; see logs)",
+            registry=registry,
+        )
         self.cells_expired = Counter(
             "pulse_cells_expired",
             "Stage-2 pane cells dropped after their retention",

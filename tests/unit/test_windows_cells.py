@@ -496,3 +496,20 @@ def test_property_replays_and_crashes_never_count_twice(
     assert sum(len(state.entities) for state in grouped.values()) == sum(
         1 for key in want if split_cell_key(key)[1] == ENTITY
     )
+
+
+def test_a_block_overlapping_what_a_cell_applied_is_reported() -> None:
+    cells: dict[str, Any] = {}
+    first = apply_block(cells, "p0", 41, sample_block(), COARSE_MS, start=0)
+    assert first.overlapped == []
+    total = cell_key(HTTP, TOTAL)
+    # The same range again is a duplicate: skipped, not an overlap.
+    again = apply_block(cells, "p0", 41, sample_block(), COARSE_MS, start=0)
+    assert (again.written, again.overlapped) == ([], [])
+    # The next range is new: applied, no overlap.
+    after = apply_block(cells, "p0", 60, sample_block(), COARSE_MS, start=42)
+    assert after.overlapped == [] and total in after.written
+    # A range that starts inside what was applied ([30, 70] after 60) overlaps: applied and reported.
+    overlapping = apply_block(cells, "p0", 70, sample_block(), COARSE_MS, start=30)
+    assert (total, 60) in overlapping.overlapped
+    assert len(overlapping.overlapped) == len(overlapping.written)
