@@ -179,14 +179,14 @@ class Stage2:
         self.pending.append(event)
         await self.maybe_write()
 
-    def resume(self, tps: set[TP], committed: Mapping[TP, int | None] | None) -> dict[TP, int]:
+    def resume(self, tps: set[TP], committed: Mapping[TP, int | None] | None) -> dict[TP, int | None]:
         """Return where each assigned partials partition resumes: after its recorded position.
 
         Faust acknowledges, without delivering them, messages it skips around a rebalance, so its
         committed offset can pass messages this stage never applied. The position recorded with
         every delivered batch of cell writes is the truth (cells skip what they already hold).
         """
-        positions: dict[TP, int] = {}
+        positions: dict[TP, int | None] = {}
         for part in tps:
             if part.topic == self.pulse.partials_name:
                 cursor = self._resume_one(part.partition)

@@ -344,19 +344,20 @@ class Stage1:
 
     # -- assignment and replay ---------------------------------------------------------------
 
-    def resume(self, tps: set[TP], committed: Mapping[TP, int | None] | None) -> dict[TP, int]:
+    def resume(self, tps: set[TP], committed: Mapping[TP, int | None] | None) -> dict[TP, int | None]:
         """Return where assigned input partitions resume, and start their state there.
 
         Called before Faust resumes the partitions after an assignment (the tables are recovered by
-        then), with `committed` None: partitions without a flush record are left out, as their
-        position is the committed offset. Called again with the committed offsets for those.
+        then), with `committed` None: a partition without a flush record resumes at its committed
+        offset, not known yet (None). Called again with the committed offsets for those.
         """
-        positions: dict[TP, int] = {}
+        positions: dict[TP, int | None] = {}
         for part in tps:
             tp = TP(part.topic, part.partition)
             if tp.topic not in self.kind_of:
                 continue
             if committed is None and not self.pulse.flushlog.get(tp_key(tp)):
+                positions[tp] = None
                 continue
             offset = None if committed is None else committed.get(part)
             state = self._resume_one(tp, offset)

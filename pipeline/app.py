@@ -106,7 +106,9 @@ class Pulse:
         self.epoch += 1
         self.ready_since = None
 
-    def _resume_positions(self, tps: set[TP], committed: Mapping[TP, int | None] | None) -> dict[TP, int]:
+    def _resume_positions(
+        self, tps: set[TP], committed: Mapping[TP, int | None] | None
+    ) -> dict[TP, int | None]:
         """Where input and partials partitions resume: from the flush and position records."""
         return {**self.stage1.resume(tps, committed), **self.stage2.resume(tps, committed)}
 

@@ -8,7 +8,9 @@ requests, orders and errors), published twice: one event per message, and in env
 - faust_floor_eps: a Faust agent that does nothing per event, on the single-event messages;
 - pipeline_single_eps / pipeline_envelope_eps: the full pipeline (both stages) until stage 2 holds
   every event;
-- peak_rss_mb: the pipeline worker's peak resident memory.
+- peak_rss_mb: the pipeline worker's peak resident memory;
+- alert_latency_s: from publishing events that cross a rule's threshold to the webhook notification
+  received, through a real worker (`pipeline.bench_alerts`), one round per `--repeat`.
 The last line printed is one JSON object with every figure and the ratios.
 """
 
@@ -28,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from pipeline import bench_alerts
 from pipeline.broker import EmbeddedBroker
 from pipeline.procs import child_env, free_port
 from pipeline.simulate import Traffic
@@ -187,7 +190,10 @@ def run(settings: BenchSettings, echo: Any = print) -> dict[str, Any]:
                 f"envelopes: {many['seconds']:.2f}s, {many['peak_rss_mb']} MB"
             )
             echo(f"run {i + 1}/{settings.repeat}: " + ", ".join(f"{k}={v[-1]:,.0f}" for k, v in runs.items()))
+        latencies = bench_alerts.measure(broker, settings.repeat, settings.partitions, echo)
     result: dict[str, Any] = {k: round(statistics.median(v)) for k, v in runs.items()}
+    result["alert_latency_s"] = round(statistics.median(latencies), 2)
+    result["alert_latency_max_s"] = round(max(latencies), 2)
     result["peak_rss_mb"] = max(rss)
     result["single_vs_floor"] = round(
         statistics.median(
@@ -254,6 +260,11 @@ def table(result: dict[str, Any]) -> str:
     for name, eps, ratio in rows:
         lines.append(f"{name:<{width}}  {eps:>10,}  {ratio}")
     lines.append(f"peak RSS of the pipeline worker: {result['peak_rss_mb']} MB")
+    lines.append(
+        f"alert latency (events published -> webhook notification received, rules every "
+        f"{bench_alerts.RULES_INTERVAL_S:g}s, group_wait 0s): median {result['alert_latency_s']:.2f}s, "
+        f"max {result['alert_latency_max_s']:.2f}s"
+    )
     lines.append(
         f"{result['events']} events, median of {result['repeat']} runs, "
         f"{result['partitions']} partitions, {result['machine']}"

@@ -44,7 +44,7 @@ class _Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> Any:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
-    _positioned: dict[TP, int] | None = None
+    _held: dict[TP, int | None] | None = None
 
     async def _seek(self, partition: TP, offset: int) -> None:
         """Seek in the consumer's own thread: a seek from outside races with its fetch bookkeeping."""
@@ -56,13 +56,13 @@ class _Consumer(faust_aiokafka.Consumer):
 
         Faust resumes the stream partitions after each assignment (tables recovered) and then seeks
         them to their committed offsets. The app's partitions stay paused until they are sought to
-        its own positions, so no message is fetched from anywhere else first.
+        its own positions, so no message is delivered from anywhere else first.
         """
         tps = set(tps)
         resume = getattr(self.app, "resume_positions", None)
         if resume is not None:
-            self._positioned = dict(resume(tps, None))
-            tps -= set(self._positioned)
+            self._held = dict(resume(tps, None))
+            tps -= set(self._held)
         super().resume_partitions(tps)
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
@@ -70,19 +70,19 @@ class _Consumer(faust_aiokafka.Consumer):
         resume = getattr(self.app, "resume_positions", None)
         if resume is None:
             return await super().seek_to_committed()
-        positioned, self._positioned = self._positioned or {}, None
+        held, self._held = self._held or {}, None
+        known = {tp: offset for tp, offset in held.items() if offset is not None}
         thread = self._thread
-        others = [TopicPartition(tp.topic, tp.partition) for tp in self.assignment() if tp not in positioned]
+        others = [TopicPartition(tp.topic, tp.partition) for tp in self.assignment() if tp not in known]
         committed: dict[Any, Any] = {}
         if others:
             committed.update(await thread.call_thread(thread._ensure_consumer().seek_to_committed, *others))
-        for tp, offset in resume({TP(tp.topic, tp.partition) for tp in others}, committed).items():
-            await self._seek(tp, offset)
-            committed[tp] = offset
-        for tp, offset in positioned.items():
-            await self._seek(tp, offset)
-        super().resume_partitions(set(positioned))
-        committed.update(positioned)
+        positions = {**resume({TP(tp.topic, tp.partition) for tp in others}, committed), **known}
+        for tp, offset in positions.items():
+            if offset is not None:
+                await self._seek(tp, offset)
+                committed[tp] = offset
+        super().resume_partitions(set(held))
         return committed
 
     async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
@@ -141,8 +141,11 @@ class PulseFaustApp(faust.App):
 
     fetch_max_wait_ms: int | None = None
     verify_highwaters: bool = False
-    resume_positions: Callable[[set[TP], Mapping[TP, int | None] | None], Mapping[TP, int]] | None = None
-    """Where (some of) these partitions resume, given their committed offsets (None: not looked up yet)."""
+    resume_positions: Callable[[set[TP], Mapping[TP, int | None] | None], Mapping[TP, int | None]] | None = (
+        None
+    )
+    """Where the app's partitions among these resume, given the committed offsets (None: not looked up
+    yet; a position None needs them)."""
 
     def configure_fetch(self, config: Config) -> None:
         """Take the fetch wait (None keeps Faust's 1.5 s) and the high-water check from the config."""
