@@ -102,6 +102,8 @@ class PartitionState:
     last_flush: float = 0.0
     last_offset: int = -1
     """Highest offset taken into a buffer: Kafka offsets only grow, so anything else is a repeat."""
+    catch_up_at: int = -1
+    """The partition cannot be caught up before this offset (the end it had when last asked)."""
 
 
 def tp_key(tp: TP) -> str:
@@ -181,7 +183,10 @@ class Stage1:
         if (
             problems is not None
             or buf.count >= self.flush_max
-            or time.monotonic() - state.last_flush >= self.min_flush_s
+            or (
+                message.offset >= state.catch_up_at
+                and time.monotonic() - state.last_flush >= self.min_flush_s
+            )
         ):
             return self._after(state, message, problems)
         return None
@@ -251,10 +256,13 @@ class Stage1:
                 state.mode = Mode.NORMAL
         elif buf.count >= self.flush_max:
             await self.flush([tp], "size")
-        elif time.monotonic() - state.last_flush >= self.min_flush_s:
+        elif offset >= state.catch_up_at and time.monotonic() - state.last_flush >= self.min_flush_s:
             highwater = self.consumer.highwater(tp)
             if highwater is not None and offset + 1 >= highwater:
                 await self.flush([tp], "caught-up")
+            elif highwater is not None:
+                # The end only moves forward: no need to ask again before reaching this one.
+                state.catch_up_at = highwater - 1
 
     def _consume(self, buf: Buffer, message: Any) -> Rejection | list[tuple[int, Rejection]] | None:
         """Decode, validate and buffer one message; return what must be dead-lettered."""
