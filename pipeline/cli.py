@@ -153,10 +153,16 @@ def simulate(scenario: str, rate: float, duration: float, seed: int | None, quie
 @main.command()
 @click.option("--events", type=int, default=200_000, show_default=True)
 @click.option("--envelope", type=int, default=100, show_default=True, help="events per envelope")
-@click.option("--repeat", type=int, default=3, show_default=True, help="runs; medians reported")
+@click.option(
+    "--repeat",
+    type=int,
+    default=3,
+    show_default=True,
+    help="runs (and alert-latency rounds); medians reported",
+)
 @click.option("--partitions", type=int, default=4, show_default=True)
 def bench(events: int, envelope: int, repeat: int, partitions: int) -> None:
-    """Measure throughput against the raw-consumer ceiling and the bare-Faust floor."""
+    """Measure throughput against the raw-consumer ceiling and the bare-Faust floor, and alert latency."""
     from pipeline.bench import BenchSettings, run, table
 
     if events < 1000 or envelope < 1 or repeat < 1:
