@@ -205,14 +205,8 @@ class Stage2:
         cursor = self.cursors.get(partition)
         tp = TP(self.pulse.partials_name, partition)
         if cursor is None or cursor.epoch != self.pulse.epoch:
-            # Not positioned at the assignment (it should have been): position it now.
+            # Not positioned at the assignment (it should have been): the gate seeks it there.
             cursor = self._resume_one(partition)
-            assert cursor.gate is not None
-            if cursor.gate.offset != offset:
-                log.info(
-                    "partials %d: seeking from %d to resume at %d", partition, offset, cursor.gate.offset
-                )
-                await self.pulse.app.consumer.seek(tp, cursor.gate.offset)
         if cursor.gate is None:
             return True
         if not await cursor.gate.admit(self.pulse.app.consumer, tp, offset, f"partials {partition}"):

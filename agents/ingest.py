@@ -95,8 +95,8 @@ class PartitionState:
     generation: int
     buffer: Buffer
     mode: Mode = Mode.NORMAL
-    replay_start: int = -1
     replay_end: int = -1
+    """Last offset of the recorded flush being replayed (REPLAY mode)."""
     gate: Gate | None = None
     """Until the resume position arrives: what to do with earlier or later messages."""
     last_flush: float = 0.0
@@ -202,19 +202,12 @@ class Stage1:
         offset = message.offset
         state = self.states.get(tp)
         if state is None or state.generation != self.pulse.epoch:
-            # Not positioned at the assignment (it should have been): position it now.
+            # Not positioned at the assignment (it should have been): the gate seeks it there.
             state = self._resume_one(tp, offset)
-            if state.gate is not None and state.gate.offset != offset:
-                log.info(
-                    "%s: seeking from %d to its resume position %d", tp_key(tp), offset, state.gate.offset
-                )
-                await self.pulse.app.consumer.seek(tp, state.gate.offset)
         if state.gate is not None:
             if not await state.gate.admit(self.pulse.app.consumer, tp, offset, tp_key(tp)):
                 return
             state.gate = None
-            if state.mode is Mode.REPLAY and offset > state.replay_start:
-                state.replay_start = offset
         problems = self._take(state, event, message)
         if problems is not _REPEATED:
             await self._after(state, message, problems)
@@ -393,7 +386,7 @@ class Stage1:
             log.info("%s: resuming at %d, its last recorded flush is [%d, %d]", tp_key(tp), start, start, end)
             if end >= start:  # an empty range only marks a position
                 state.mode = Mode.REPLAY
-                state.replay_start, state.replay_end = start, end
+                state.replay_end = end
                 self.pulse.metrics.replays.inc()
         state.gate = Gate(position)
         return state

@@ -41,10 +41,11 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class _Consumer(faust_aiokafka.Consumer):
+    _held: dict[TP, int | None] | None = None
+    """The app's partitions kept paused at the last resume, with their positions (None: committed)."""
+
     def _new_consumer_thread(self) -> Any:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-    _held: dict[TP, int | None] | None = None
 
     async def _seek(self, partition: TP, offset: int) -> None:
         """Seek in the consumer's own thread: a seek from outside races with its fetch bookkeeping."""
