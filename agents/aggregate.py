@@ -1,9 +1,12 @@
-"""Stage 2 agent: merge partial aggregates into the series this worker owns; expire old panes.
+"""Stage 2: merge partial aggregates into the series this worker owns; rules and pane expiry.
 
 The partials topic is keyed by series owner, so partition p carries exactly the series that hash to
-p. Cells are written to the `cells` table (changelog partition p) by `pipeline.cells.apply_block`,
-which skips what a cell already applied; `SeriesView` indexes the cells of the active partitions for
-readers (metrics, API, rules).
+p; the reader (`agents.reader`) hands over its batches. Cells are merged in memory by
+`pipeline.cells.apply_block`, which skips what a cell already applied, and written to the `cells`
+table (changelog partition p) in coalesced batches; the last partials offset whose cells are durable
+is recorded with them (`agents.positions`). `SeriesView` indexes the cells of the owned partitions for
+readers (metrics, API, rules). On the clock, between batches: cell writes, rule evaluation (once a
+partition has caught up with its partials after an assignment) and pane expiry.
 """
 
 from __future__ import annotations
@@ -11,21 +14,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from faust.types import TP, EventT, StreamT
+from aiokafka import TopicPartition
 
-from agents.durable import SHUTDOWN_GRACE_S, ChangelogWriter, Gate, crash, drain
+from agents.durable import ChangelogWriter, crash
+from agents.positions import Position, ResumePlan, applied_key, partials_plan
 from pipeline.aggregates import loads_block_series
-from pipeline.app import connect
 from pipeline.cells import Retention, SeriesState, apply_block, group_cells, split_cell_key
 from pipeline.series import owner
 
 if TYPE_CHECKING:
     from agents.evaluate import Evaluator
+    from agents.reader import Reader
     from pipeline.app import Pulse
 
 log = logging.getLogger(__name__)
@@ -116,26 +119,13 @@ class SeriesView:
                 self._by_partition.get(owner(series, self.partitions), set()).discard(series)
 
 
-def position_key(partition: int) -> str:
-    """Flushlog key of the last partials offset whose effect is durable, per partials partition."""
-    return f"applied:{partition}"
-
-
-@dataclass
-class Cursor:
-    """Where stage 2 stands in one partials partition within one assignment."""
-
-    epoch: int
-    gate: Gate | None
-
-
 class Stage2:
-    """Runtime of the aggregate agent on one worker.
+    """Runtime of stage 2 on one worker.
 
     Blocks are applied in memory at once (readers see them immediately). Changed cells are written
     to the changelog in coalesced batches (at most every `WRITE_EVERY_S`, or sooner when many are
-    pending); the partials messages that changed them are acknowledged when the batch is delivered.
-    A cell updated by twenty blocks in that time is written once.
+    pending), followed by the applied position of each partials partition. A cell updated by twenty
+    blocks in that time is written once.
     """
 
     WRITE_EVERY_S = 0.1
@@ -148,71 +138,69 @@ class Stage2:
         self.retention = Retention(
             int(cfg.retention_fine() * 1000), int(cfg.retention_coarse() * 1000), pulse.calendar
         )
+        self.partials_name = pulse.partials_name
         self.view = SeriesView(pulse)
         self.writer = ChangelogWriter(pulse.cells)
+        self.positions = ChangelogWriter(pulse.flushlog)
         self.last_expiry: dict[int, float] = {}
         self.last_tick_ms: dict[int, int] = {}
         self.dirty: dict[str, int] = {}
-        self.inflight: set[asyncio.Future[Any]] = set()
-        self.chain: asyncio.Future[None] | None = None
-        self.cursors: dict[int, Cursor] = {}
-        self.positions = ChangelogWriter(pulse.flushlog)
-        self.pending: list[EventT[Any]] = []
+        self.applied: dict[int, int] = {}
+        """Partials offset applied in memory, per partition, not yet recorded."""
+        self.pending_messages = 0
         self.pending_since = 0.0
         self.sends: list[Awaitable[Any]] = []
+        self.chain: asyncio.Future[None] | None = None
+        self.caught_up: set[int] = set()
+        """Partitions that read their partials to the end once since the assignment."""
+        self.owned: list[int] = []
         self.evaluator: Evaluator | None = None
+        self.reader: Reader | None = None
 
-    async def on_event(self, event: EventT[Any]) -> None:
-        """Apply one partials message (blocks or a tick) of an owned partition."""
-        message = event.message
-        partition = message.partition
-        if not await self._in_order(partition, message.offset):
-            return
-        data = orjson.loads(event.value)
-        tick = data.get("tick")
-        if tick is not None:
-            await self.on_tick(partition, int(tick))
-        else:
-            self.apply(partition, data["blocks"])
-        if not self.pending:
+    # -- positions --------------------------------------------------------------------------------
+
+    def plan(self, partition: int) -> ResumePlan:
+        """Where a partials partition resumes: after the last offset whose cells are durable."""
+        recorded = self.pulse.flushlog.get(applied_key(partition))
+        return partials_plan(None if recorded is None else int(recorded))
+
+    def start(self, partition: int, position: Position) -> None:
+        """Start reading a partials partition at `position`."""
+        if partition not in self.owned:
+            self.owned.append(partition)
+        self.caught_up.discard(partition)
+        log.info("partials %d: reading from %d", partition, position.offset)
+
+    def stop(self) -> None:
+        """Forget the assignment (after a revocation, once the writes are drained)."""
+        self.owned = []
+        self.caught_up.clear()
+        self.applied.clear()
+        self.dirty.clear()
+        self.pending_messages = 0
+        self.view.invalidate()
+
+    def inflight(self) -> list[asyncio.Future[None]]:
+        """Cell writes not yet done."""
+        return [self.chain] if self.chain is not None else []
+
+    # -- per batch --------------------------------------------------------------------------------
+
+    def take(self, partition: int, records: list[Any]) -> None:
+        """Apply a batch of one partials partition's messages."""
+        loads = orjson.loads
+        for record in records:
+            value = record.value
+            if not value:
+                continue
+            data = loads(value)
+            blocks = data.get("blocks")
+            if blocks:  # (tick messages of older versions carry none)
+                self.apply(partition, blocks)
+        if not self.pending_messages:
             self.pending_since = time.monotonic()
-        self.pending.append(event)
-        await self.maybe_write()
-
-    def resume(self, tps: set[TP], committed: Mapping[TP, int | None] | None) -> dict[TP, int | None]:
-        """Return where each assigned partials partition resumes: after its recorded position.
-
-        Faust acknowledges, without delivering them, messages it skips around a rebalance, so its
-        committed offset can pass messages this stage never applied. The position recorded with
-        every delivered batch of cell writes is the truth (cells skip what they already hold).
-        """
-        positions: dict[TP, int | None] = {}
-        for part in tps:
-            if part.topic == self.pulse.partials_name:
-                cursor = self._resume_one(part.partition)
-                assert cursor.gate is not None
-                positions[TP(part.topic, part.partition)] = cursor.gate.offset
-        return positions
-
-    def _resume_one(self, partition: int) -> Cursor:
-        recorded = self.pulse.flushlog.get(position_key(partition))
-        position = 0 if recorded is None else int(recorded) + 1
-        cursor = self.cursors[partition] = Cursor(self.pulse.epoch, Gate(position))
-        return cursor
-
-    async def _in_order(self, partition: int, offset: int) -> bool:
-        """Whether to apply this message: only from the resume position on, after an assignment."""
-        cursor = self.cursors.get(partition)
-        tp = TP(self.pulse.partials_name, partition)
-        if cursor is None or cursor.epoch != self.pulse.epoch:
-            # Not positioned at the assignment (it should have been): the gate seeks it there.
-            cursor = self._resume_one(partition)
-        if cursor.gate is None:
-            return True
-        if not await cursor.gate.admit(self.pulse.app.consumer, tp, offset, f"partials {partition}"):
-            return False
-        cursor.gate = None
-        return True
+        self.pending_messages += len(records)
+        self.applied[partition] = records[-1].offset
 
     def apply(self, partition: int, blocks: list[dict[str, Any]]) -> None:
         """Merge blocks into the cells in memory and mark what changed."""
@@ -242,8 +230,20 @@ class Stage2:
             if result.skipped:
                 metrics.cells_skipped.inc(result.skipped)
 
-    async def on_tick(self, partition: int, now_ms: int) -> None:
-        """Work on the clock: evaluate the rules, drop panes past their retention."""
+    async def after_batch(self) -> None:
+        """Work on the clock: write cells, evaluate rules, drop panes past their retention."""
+        reader = self.reader
+        now_ms = int(time.time() * 1000)
+        for partition in self.owned:
+            if partition not in self.caught_up:
+                if reader is None or not reader.caught_up(TopicPartition(self.partials_name, partition)):
+                    continue
+                self.caught_up.add(partition)
+            await self.on_clock(partition, now_ms)
+        await self.maybe_write()
+
+    async def on_clock(self, partition: int, now_ms: int) -> None:
+        """Evaluate the rules of one partition when due; expire its old panes now and then."""
         self.last_tick_ms[partition] = now_ms
         if self.evaluator is not None:
             self.sends.extend(await self.evaluator.on_tick(partition, now_ms))
@@ -261,18 +261,22 @@ class Stage2:
         if keys:
             self.pulse.metrics.cells_expired.inc(len(keys))
 
-    async def maybe_write(self, force: bool = False) -> None:
+    async def maybe_write(self) -> None:
         """Write the changed cells when enough are pending or they waited long enough."""
-        if not self.pending:
+        if not (self.pending_messages or self.dirty or self.sends):
             return
         waited = time.monotonic() - self.pending_since
-        if force or len(self.pending) >= self.WRITE_MAX_PENDING or waited >= self.WRITE_EVERY_S:
+        if self.pending_messages >= self.WRITE_MAX_PENDING or waited >= self.WRITE_EVERY_S:
             await self.write()
 
     async def write(self) -> None:
-        """Send every changed cell (or its tombstone); ack the messages once delivered."""
+        """Send every changed cell (or its tombstone), then record the applied positions."""
+        if not (self.pending_messages or self.dirty or self.sends):
+            return
         dirty, self.dirty = self.dirty, {}
-        events, self.pending = self.pending, []
+        positions, self.applied = self.applied, {}
+        self.pending_messages = 0
+        self.pending_since = time.monotonic()
         store = self.pulse.cells.data
         sends, self.sends = self.sends, []
         for key, partition in dirty.items():
@@ -281,72 +285,28 @@ class Stage2:
                 sends.append(await self.writer.delete(key, partition))
             else:
                 sends.append(await self.writer.put(key, value, partition))
-        positions: dict[int, int] = {}
-        for event in events:
-            message = event.message
-            positions[message.partition] = max(positions.get(message.partition, -1), message.offset)
         previous = self.chain
-        self.chain = asyncio.ensure_future(self._complete(events, sends, positions, previous))
-        self.inflight.add(self.chain)
+        self.chain = asyncio.ensure_future(self._complete(sends, positions, previous))
         self.chain.add_done_callback(self._completed)
 
     async def _complete(
         self,
-        events: list[EventT[Any]],
         sends: list[Awaitable[Any]],
         positions: dict[int, int],
         previous: asyncio.Future[None] | None,
     ) -> None:
-        """Once the cells are delivered: record the applied position, then acknowledge."""
+        """Once the cells are delivered, record the applied positions."""
         if previous is not None:
             await asyncio.shield(previous)
         if sends:
             await asyncio.gather(*sends)
         marks = [
-            await self.positions.put(position_key(partition), offset, partition)
+            await self.positions.put(applied_key(partition), offset, partition)
             for partition, offset in positions.items()
         ]
         if marks:
             await asyncio.gather(*marks)
-        for event in events:
-            event.ack()
 
     def _completed(self, fut: asyncio.Future[None]) -> None:
-        self.inflight.discard(fut)
         if not fut.cancelled() and fut.exception() is not None:
-            self.fatal(fut.exception())  # type: ignore[arg-type]
-
-    def fatal(self, exc: BaseException) -> None:
-        """A changelog write failed: stop the worker; the unacked input is replayed on restart."""
-        crash(self.pulse.app, exc, "changelog delivery")
-
-
-def register(pulse: Pulse) -> Stage2:
-    """Register the aggregate agent on the pulse app and return its runtime."""
-    stage2 = Stage2(pulse)
-
-    @pulse.app.agent(pulse.partials, name="aggregate")
-    async def aggregate(stream: StreamT[Any]) -> None:
-        async for event in cast(Any, stream).noack().events():
-            await stage2.on_event(event)
-
-    @pulse.app.timer(Stage2.WRITE_EVERY_S, name="cells-writer")
-    async def write_cells() -> None:
-        await stage2.maybe_write()
-
-    async def on_revoked(app: Any, *args: Any, **kwargs: Any) -> None:
-        await stage2.maybe_write(force=True)
-        await drain(stage2.inflight, "cell writes")
-
-    async def on_shutdown(app: Any, *args: Any, **kwargs: Any) -> None:
-        await stage2.maybe_write(force=True)
-        await drain(stage2.inflight, "cell writes", "shutdown", SHUTDOWN_GRACE_S)
-
-    async def on_rebalanced(app: Any, *args: Any, **kwargs: Any) -> None:
-        stage2.view.invalidate()
-
-    connect(pulse.app.on_partitions_revoked, on_revoked)
-    connect(pulse.app.on_rebalance_complete, on_rebalanced)
-    connect(pulse.app.on_before_shutdown, on_shutdown)
-
-    return stage2
+            crash(self.pulse.app, fut.exception(), "changelog delivery")  # type: ignore[arg-type]

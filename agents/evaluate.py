@@ -1,6 +1,8 @@
 """Rule ticks: evaluate the rules over the series of each owned partition, publish alert transitions.
 
-Stage 2 calls `on_tick` for partition p on the clock (every `rules.interval`). The evaluation itself is
+Stage 2 calls `on_tick` for partition p on the clock, between batches, once p has read its partials to
+the end after an assignment (before that its series would look incomplete); rules run every
+`rules.interval`. The evaluation itself is
 the pure `pipeline.rules.evaluate`; this module feeds it the series and alert states of p and makes the
 outcome durable:
 
@@ -9,11 +11,11 @@ outcome durable:
 - the evaluation state of every instance (pending since, last true, flap history) is written to the
   `alertstate` table, partition p.
 
-Both are sent in stage 2's next batch, and the tick is acknowledged only when both are delivered. After
-a crash the tick is replayed and both tables are recovered; where they disagree (one record of the
-batch landed, the other not), the published transition wins. So a firing change that reached the topic
-is never published again, and one that did not is published by the replay: one firing change per
-incident, also across SIGKILL and rebalances.
+Both are sent in stage 2's next batch of cell writes. After a crash both tables are recovered and the
+next evaluation starts from them; where they disagree (one record of the batch landed, the other not),
+the published transition wins. So a firing change that reached the topic is never published again,
+and one that did not is published by the next evaluation: one firing change per incident, also across
+SIGKILL and rebalances.
 """
 
 from __future__ import annotations
@@ -79,10 +81,9 @@ class Evaluator:
         self.rules = rules
         cfg = pulse.config
         self.interval_ms = int(cfg.rules.interval * 1000)
-        # ticks arrive every ingest.flush_interval with some jitter; half a tick of slack keeps a rule
-        # interval equal to the tick from skipping every other tick
-        self.slack_ms = int(min(cfg.rules.interval, cfg.ingest.flush_interval) * 500)
-        self.stale_ms = int(max(3 * cfg.rules.interval, 3 * cfg.ingest.flush_interval, 5.0) * 1000)
+        # the clock is checked between batches, at least every 100 ms: that much slack keeps the
+        # evaluations from drifting a step late each time
+        self.slack_ms = 100
         self.partitions = pulse.config.topics.partitions
         self.state_writer = ChangelogWriter(pulse.alertstate)
         self.log_writer = ChangelogWriter(pulse.alertlog)
@@ -99,8 +100,8 @@ class Evaluator:
 
     def states(self, partition: int) -> dict[str, AlertState]:
         """The alert states of one partition, rebuilt from both tables after every rebalance."""
-        if self.epoch != self.pulse.epoch:
-            self.index, self.epoch = {}, self.pulse.epoch
+        if self.epoch != self.pulse.generation:
+            self.index, self.epoch = {}, self.pulse.generation
         found = self.index.get(partition)
         if found is None:
             found = self.index[partition] = self._load(partition)
@@ -130,10 +131,6 @@ class Evaluator:
         """Evaluate the rules for partition p if its interval has passed; return the writes to await."""
         last = self.last_eval.get(partition)
         if last is not None and now_ms - last < self.interval_ms - self.slack_ms:
-            return []
-        if time.time() * 1000 - now_ms > self.stale_ms:
-            # A tick replayed after a restart: the series blocks that followed it in the log are not
-            # applied yet, so it would see series missing and resolve alerts that still fire.
             return []
         self.last_eval[partition] = now_ms
         started = time.perf_counter()

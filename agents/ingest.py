@@ -1,11 +1,22 @@
-"""Stage 1 agent: decode, validate, dead-letter, pre-aggregate per input partition, flush partials.
+"""Stage 1: decode, validate, dead-letter and pre-aggregate the input partitions this worker owns.
 
-Delivery: an event is acknowledged only after the flush that contains it has been recorded in the
-`flushlog` table (durably, before anything else is sent) and its partial aggregates have been handed
-to the producer. After any (re)assignment the worker resumes each input partition at the start of its
-last recorded flush (not at the committed offset, which Faust can move past events around a
-rebalance) and replays exactly that range as one flush, so its partials are identical duplicates that
-stage 2 skips. A crash at any moment therefore loses nothing and counts nothing twice.
+The reader (`agents.reader`) hands over batches of records. Per record the hot path decodes and
+validates the message into typed events (`schemas.typed`, one msgspec call for a single event or a
+whole envelope) and adds them to the partition's accumulator (`pipeline.preagg`); it creates no
+per-event object besides the event itself and awaits nothing. Anything the fast decoder refuses takes
+the precise path (`pipeline.decode`, `schemas.events.validator`), which names the reason and keeps the
+exact original bytes of each refused element for the dead-letter topic.
+
+A flush turns a partition's buffer into partial aggregates (by size, once the partition has caught up
+with its log, or on the clock when idle) and delivers them in order:
+
+1. the flush's offset range is recorded in the `flushlog` table and awaited, *before*
+2. its partials go to the owners' partials partitions, and its dead letters to `events.deadletter`.
+
+Deliveries are chained: a flush's record is written only after every partial of the flushes before it
+was delivered. After any assignment the partition resumes at its last recorded range, replayed as one
+flush (identical partials, which stage 2 skips), so a crash at any moment loses nothing and counts
+nothing twice. See `agents.positions`.
 """
 
 from __future__ import annotations
@@ -14,106 +25,92 @@ import asyncio
 import json
 import logging
 import time
+from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-from faust.types import TP, EventT, StreamT
-from orjson import loads
+from aiokafka import TopicPartition
 
-from agents.durable import SHUTDOWN_GRACE_S, ChangelogWriter, Gate, crash, drain
+from agents.durable import ChangelogWriter, crash
+from agents.positions import (
+    FlushRecord,
+    Position,
+    Replay,
+    ResumePlan,
+    flush_key,
+    guard_key,
+    input_plan,
+)
 from pipeline.aggregates import dumps
-from pipeline.app import connect
 from pipeline.decode import decode
 from pipeline.guard import LabelGuard
 from pipeline.preagg import ACCUMULATORS, Accumulator, FlushContext, Parts
 from pipeline.series import owner
 from schemas.events import Rejection, validator
+from schemas.typed import fast_decoder, from_dict
 
 if TYPE_CHECKING:
+    from agents.reader import Reader
     from pipeline.app import Pulse
 
 log = logging.getLogger(__name__)
 
 MAX_PARTIAL_BYTES = 512 * 1024
 MAX_PENDING_FLUSHES = 8
-_REPEATED = object()
+"""Deliveries in flight before reading waits for them (back-pressure towards the broker)."""
+
+DeadLetter = tuple[bytes | None, bytes, list[tuple[str, bytes]]]
+"""Key, original bytes and headers of one dead-letter record."""
 
 
-class Mode(Enum):
-    """Where an input partition stands after an assignment."""
+@dataclass(eq=False)
+class InputPartition:
+    """Stage-1 state of one owned input partition: the events read since its last flush."""
 
-    REPLAY = "replay"
-    NORMAL = "normal"
-
-
-@dataclass
-class Buffer:
-    """Events of one input partition since its last flush."""
-
+    tp: TopicPartition
     kind: str
     acc: Accumulator
+    fast: Callable[[bytes], list[Any] | None]
     check: Callable[[Any], int | Rejection]
+    replay: Replay | None = None
+    """The recorded range being replayed: flushed as one flush once its last offset is read."""
     first: int = -1
     last: int = -1
+    messages: int = 0
     count: int = 0
+    """Elements read (valid or not) since the last flush."""
     valid: int = 0
     late: int = 0
     future: int = 0
-    events: list[EventT[Any]] = field(default_factory=list)
-    sends: list[Awaitable[Any]] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    refused: dict[str, int] = field(default_factory=dict)
+    """Dead letters by reason code since the last flush."""
+    last_flush: float = 0.0
 
     def reset(self) -> None:
-        """Forget everything (after a flush or a revocation)."""
+        """Forget the buffer (after a flush)."""
         self.acc = ACCUMULATORS[self.kind]()
         self.first = self.last = -1
-        self.count = self.valid = self.late = self.future = 0
-        self.events = []
-        self.sends = []
+        self.messages = self.count = self.valid = self.late = self.future = 0
+        self.dead = []
+        self.refused = {}
 
 
 @dataclass
 class FlushJob:
     """One input partition's flushed range, on its way to stage 2."""
 
-    tp: TP
+    tp: TopicPartition
     first: int
     last: int
     parts: Parts
-    events: list[EventT[Any]]
-    sends: list[Awaitable[Any]]
+    dead: list[DeadLetter]
+    events: int
+    """Elements read in the range (valid or not)."""
     admitted: dict[str, list[str]] | None = None
     """The label guard's admitted values, when this flush changed them."""
-
-
-@dataclass
-class PartitionState:
-    """Stage-1 state of one input partition within one consumer generation."""
-
-    generation: int
-    buffer: Buffer
-    mode: Mode = Mode.NORMAL
-    replay_end: int = -1
-    """Last offset of the recorded flush being replayed (REPLAY mode)."""
-    gate: Gate | None = None
-    """Until the resume position arrives: what to do with earlier or later messages."""
-    last_flush: float = 0.0
-    last_offset: int = -1
-    """Highest offset taken into a buffer: Kafka offsets only grow, so anything else is a repeat."""
-    catch_up_at: int = -1
-    """The partition cannot be caught up before this offset (the end it had when last asked)."""
-
-
-def tp_key(tp: TP) -> str:
-    """Return the flushlog key (and partial source id) of an input partition."""
-    return f"{tp.topic}:{tp.partition}"
-
-
-def guard_key(partition: int) -> str:
-    """Return the flushlog key of the label guard of one input partition number."""
-    return f"guard:{partition}"
 
 
 def element_spans(value: bytes) -> list[bytes]:
@@ -135,13 +132,12 @@ def element_spans(value: bytes) -> list[bytes]:
 
 
 class Stage1:
-    """Runtime of the ingest agent on one worker."""
+    """Runtime of stage 1 on one worker."""
 
     def __init__(self, pulse: Pulse) -> None:
         self.pulse = pulse
         cfg = pulse.config
         self.kind_of = pulse.input_topics
-        self.ticks_name = pulse.ticks_name
         self.partitions = cfg.topics.partitions
         self.pane_ms = int(cfg.windows.pane * 1000)
         self.lateness_ms = int(cfg.windows.allowed_lateness * 1000)
@@ -149,360 +145,305 @@ class Stage1:
         self.max_bytes = cfg.ingest.max_message_bytes
         self.flush_max = cfg.ingest.flush_max_events
         self.min_flush_s = cfg.ingest.min_flush_interval
-        self.states: dict[TP, PartitionState] = {}
+        self.idle_flush_s = cfg.ingest.flush_interval
+        self.states: dict[TopicPartition, InputPartition] = {}
         self.flushlog = ChangelogWriter(pulse.flushlog)
         self.guards: dict[int, LabelGuard] = {}
+        self.jobs: list[FlushJob] = []
         self.chain: asyncio.Future[None] | None = None
         self.pending_flushes = 0
+        self.undelivered = 0
+        """Events of detached flushes whose delivery has not finished."""
+        self.reader: Reader | None = None
+        self.generation = -1
+        """The reader's generation when the partitions were positioned; deliveries check it."""
+        self.first_event_at: float | None = None
+        """Monotonic time the first input records arrived (for the benchmark)."""
 
-    # -- per event -------------------------------------------------------------------------
+    # -- positions --------------------------------------------------------------------------------
 
-    @property
-    def consumer(self) -> Any:
-        """The Faust consumer (for high-water marks)."""
-        return self.pulse.app.consumer
+    def plan(self, tp: TopicPartition) -> ResumePlan:
+        """Where an input partition resumes, from its recovered flush record."""
+        return input_plan(self.pulse.flushlog.get(flush_key(tp.topic, tp.partition)))
 
-    def accept(self, event: EventT[Any]) -> Awaitable[None] | None:
-        """Buffer one event synchronously when nothing else is due; else return the work to await.
-
-        This is the per-event hot path: most events need no await at all.
-        """
-        message = event.message
-        state = self.states.get(message.tp)
-        if (
-            state is None
-            or state.generation != self.pulse.epoch
-            or state.mode is not Mode.NORMAL
-            or state.gate is not None
-        ):
-            return self.on_event(event)
-        problems = self._take(state, event, message)
-        if problems is _REPEATED:
-            return None
-        buf = state.buffer
-        if (
-            problems is not None
-            or buf.count >= self.flush_max
-            or (
-                message.offset >= state.catch_up_at
-                and time.monotonic() - state.last_flush >= self.min_flush_s
+    def start(self, tp: TopicPartition, position: Position) -> None:
+        """Start the partition's buffer at `position` (replaying its recorded range, if any)."""
+        assert self.reader is not None
+        self.generation = self.reader.lifecycle.generation
+        kind = self.kind_of[tp.topic]
+        state = InputPartition(tp, kind, ACCUMULATORS[kind](), fast_decoder(kind), validator(kind))
+        state.replay = position.replay
+        state.last_flush = time.monotonic()
+        self.states[tp] = state
+        if position.replay is not None:
+            self.pulse.metrics.replays.inc()
+            replay = position.replay
+            log.info(
+                "%s: replaying its last recorded flush [%d, %d] from %d",
+                _name(tp),
+                replay.first,
+                replay.last,
+                position.offset,
             )
-        ):
-            return self._after(state, message, problems)
-        return None
+        else:
+            log.info("%s: reading from %d", _name(tp), position.offset)
 
-    async def on_event(self, event: EventT[Any]) -> None:
-        """Handle one message from an input topic or the tick topic (the complete, slow path)."""
-        message = event.message
-        if message.topic == self.ticks_name:
-            await self.on_tick(message.partition)
-            event.ack()
-            return
-        tp = message.tp
-        offset = message.offset
+    def position(self, tp: TopicPartition, offset: int) -> Position:
+        """The position of a partition being read at `offset` (with what it still has to replay)."""
         state = self.states.get(tp)
-        if state is None or state.generation != self.pulse.epoch:
-            # Not positioned at the assignment (it should have been): the gate seeks it there.
-            state = self._resume_one(tp, offset)
-        if state.gate is not None:
-            if not await state.gate.admit(self.pulse.app.consumer, tp, offset, tp_key(tp)):
+        replay = state.replay if state is not None else None
+        return Position(offset, replay)
+
+    def stop(self) -> None:
+        """Forget every buffer (after a revocation): the next owner replays from the records."""
+        self.states.clear()
+        self.guards.clear()
+        self.jobs = []
+
+    def inflight(self) -> list[asyncio.Future[None]]:
+        """Deliveries not yet done."""
+        return [self.chain] if self.chain is not None else []
+
+    # -- per batch: the hot path ------------------------------------------------------------------
+
+    def take(self, tp: TopicPartition, records: list[Any]) -> None:
+        """Buffer a batch of one partition's records (a recorded range being replayed ends a flush)."""
+        if self.first_event_at is None:
+            self.first_event_at = time.monotonic()
+        state = self.states[tp]
+        replay = state.replay
+        if replay is not None:
+            last = replay.last
+            if records[-1].offset < last:
+                self._buffer(state, records)
                 return
-            state.gate = None
-        problems = self._take(state, event, message)
-        if problems is not _REPEATED:
-            await self._after(state, message, problems)
+            cut = bisect_right([r.offset for r in records], last)
+            if cut:
+                self._buffer(state, records[:cut])
+                self._detach(state, "replay")
+            state.replay = None
+            records = records[cut:]
+            if not records:
+                return
+        self._buffer(state, records)
+        if state.count >= self.flush_max:
+            self._detach(state, "size")
 
-    def _take(self, state: PartitionState, event: EventT[Any], message: Any) -> Any:
-        """Put one event into its partition's buffer; return what to dead-letter, or _REPEATED.
-
-        Kafka offsets only grow within a partition: an offset at or below the last one taken in
-        this assignment is a repeated delivery of something already buffered or flushed.
-        """
-        offset = message.offset
-        if offset <= state.last_offset:
-            self.pulse.metrics.repeats.labels(message.topic).inc()
-            log.debug("dropped a repeated delivery of %s@%d", tp_key(message.tp), offset)
-            return _REPEATED
-        state.last_offset = offset
-        buf = state.buffer
-        if buf.first < 0:
-            buf.first = offset
-        buf.last = offset
-        buf.events.append(event)
-        return self._consume(buf, message)
-
-    async def _after(
-        self,
-        state: PartitionState,
-        message: Any,
-        problems: Rejection | list[tuple[int, Rejection]] | None,
-    ) -> None:
-        """Dead-letter what was refused, then flush if the range is complete, full or caught up."""
-        buf = state.buffer
-        tp = message.tp
-        offset = message.offset
-        if problems is not None:
-            await self._deadletter_all(buf, message, problems)
-        if state.mode is Mode.REPLAY:
-            if offset >= state.replay_end:
-                await self.flush([tp], "replay")
-                state.mode = Mode.NORMAL
-        elif buf.count >= self.flush_max:
-            await self.flush([tp], "size")
-        elif offset >= state.catch_up_at and time.monotonic() - state.last_flush >= self.min_flush_s:
-            highwater = self.consumer.highwater(tp)
-            if highwater is not None and offset + 1 >= highwater:
-                await self.flush([tp], "caught-up")
-            elif highwater is not None:
-                # The end only moves forward: no need to ask again before reaching this one.
-                state.catch_up_at = highwater - 1
-
-    def _consume(self, buf: Buffer, message: Any) -> Rejection | list[tuple[int, Rejection]] | None:
-        """Decode, validate and buffer one message; return what must be dead-lettered."""
-        value = message.value
-        try:
-            if value is None or len(value) > self.max_bytes:
-                raise ValueError
-            data = loads(value)
-            decoded = (data,) if type(data) is dict else data
-            if type(decoded) is not list and type(decoded) is not tuple:
-                raise ValueError
-        except ValueError:  # orjson.JSONDecodeError is a ValueError; decode() says precisely why
-            return decode(value, self.max_bytes)
-        record_ms = round(message.timestamp * 1000)
-        check = buf.check
-        add = buf.acc.add
+    def _buffer(self, state: InputPartition, records: list[Any]) -> None:
+        """Decode, validate and pre-aggregate records; refused ones become dead letters."""
+        if state.first < 0:
+            state.first = records[0].offset
+        state.last = records[-1].offset
+        state.messages += len(records)
+        fast = state.fast
+        add = state.acc.add
         pane_ms = self.pane_ms
         lateness = self.lateness_ms
         future = -self.future_ms
-        valid = late = ahead = 0
-        bad: list[tuple[int, Rejection]] | None = None
-        buf.count += len(decoded)
+        max_bytes = self.max_bytes
+        count = valid = late = ahead = 0
+        for record in records:
+            value = record.value
+            events = fast(value) if value is not None and len(value) <= max_bytes else None
+            if events is None:
+                events, refused = self._refuse(state, record)
+                count += refused
+            count += len(events)
+            record_ms = record.timestamp
+            for event in events:
+                ts = event.ts
+                if ts is None:
+                    ts = record_ms
+                age = record_ms - ts
+                if age > lateness:
+                    late += 1
+                    add(event, ts - ts % pane_ms, True, ts)
+                elif age < future:
+                    ahead += 1
+                    add(event, ts - ts % pane_ms, True, ts)
+                else:
+                    valid += 1
+                    add(event, ts - ts % pane_ms, False, ts)
+        state.count += count
+        state.valid += valid
+        state.late += late
+        state.future += ahead
+
+    def _refuse(self, state: InputPartition, record: Any) -> tuple[list[Any], int]:
+        """The precise path: return the record's valid events and how many elements were refused."""
+        value: bytes | None = record.value
+        decoded = decode(value, self.max_bytes)
+        if isinstance(decoded, Rejection):
+            self._dead_letter(state, record, decoded, None, value or b"")
+            return [], 1
+        events: list[Any] = []
+        problems: list[tuple[int, Rejection]] = []
+        check = state.check
         for index, item in enumerate(decoded):
             ts = check(item)
             if type(ts) is not int:
-                if bad is None:
-                    bad = []
-                bad.append((index, ts))  # type: ignore[arg-type]
+                problems.append((index, ts))  # type: ignore[arg-type]
                 continue
-            if ts < 0:
-                ts = record_ms
-            age = record_ms - ts
-            if age > lateness:
-                late += 1
-                add(item, ts - ts % pane_ms, True, ts)
-            elif age < future:
-                ahead += 1
-                add(item, ts - ts % pane_ms, True, ts)
+            event = from_dict(state.kind, item)
+            event.ts = ts if ts >= 0 else None
+            events.append(event)
+        if problems:
+            assert value is not None
+            if value.lstrip()[:1] == b"{":
+                self._dead_letter(state, record, problems[0][1], None, value)
             else:
-                valid += 1
-                add(item, ts - ts % pane_ms, False, ts)
-        buf.valid += valid
-        buf.late += late
-        buf.future += ahead
-        return bad
+                try:
+                    spans = element_spans(value)
+                except ValueError:  # pragma: no cover - orjson already parsed it
+                    spans = []
+                for index, rejection in problems:
+                    original = spans[index] if index < len(spans) else value
+                    self._dead_letter(state, record, rejection, index, original)
+        return events, len(problems)
 
-    async def _deadletter_all(
-        self, buf: Buffer, message: Any, problems: Rejection | list[tuple[int, Rejection]]
+    def _dead_letter(
+        self, state: InputPartition, record: Any, rejection: Rejection, index: int | None, original: bytes
     ) -> None:
-        value: bytes = message.value or b""
-        if isinstance(problems, Rejection):
-            await self._deadletter(buf, message, problems, None, value)
-            return
-        if value.lstrip()[:1] == b"{":
-            await self._deadletter(buf, message, problems[0][1], None, value)
-            return
-        try:
-            spans = element_spans(value)
-        except ValueError:  # pragma: no cover - orjson already parsed it
-            spans = []
-        for index, rejection in problems:
-            original = spans[index] if index < len(spans) else value
-            await self._deadletter(buf, message, rejection, index, original)
-
-    async def _deadletter(
-        self, buf: Buffer, message: Any, rejection: Rejection, index: int | None, original: bytes
-    ) -> None:
+        tp = state.tp
         headers = [
             ("pulse.reason", str(rejection).encode()),
             ("pulse.code", rejection.code.encode()),
-            ("pulse.topic", message.topic.encode()),
-            ("pulse.partition", str(message.partition).encode()),
-            ("pulse.offset", str(message.offset).encode()),
+            ("pulse.topic", tp.topic.encode()),
+            ("pulse.partition", str(tp.partition).encode()),
+            ("pulse.offset", str(record.offset).encode()),
         ]
         if index is not None:
             headers.append(("pulse.index", str(index).encode()))
-        sent = await self.pulse.deadletter.send(key=message.key, value=original, headers=headers)
-        buf.sends.append(sent)
-        self.pulse.metrics.deadlettered.labels(message.topic, rejection.code).inc()
-        log.debug(
-            "dead-lettered %s:%s@%s: %s",
-            message.topic,
-            message.partition,
-            message.offset,
-            rejection,
-        )
+        state.dead.append((record.key, original, headers))
+        state.refused[rejection.code] = state.refused.get(rejection.code, 0) + 1
+        log.debug("dead-lettered %s@%d: %s", _name(tp), record.offset, rejection)
 
-    # -- assignment and replay ---------------------------------------------------------------
+    # -- flushing ---------------------------------------------------------------------------------
 
-    def resume(self, tps: set[TP], committed: Mapping[TP, int | None] | None) -> dict[TP, int | None]:
-        """Return where assigned input partitions resume, and start their state there.
-
-        Called before Faust resumes the partitions after an assignment (the tables are recovered by
-        then), with `committed` None: a partition without a flush record resumes at its committed
-        offset, not known yet (None). Called again with the committed offsets for those.
-        """
-        positions: dict[TP, int | None] = {}
-        for part in tps:
-            tp = TP(part.topic, part.partition)
-            if tp.topic not in self.kind_of:
-                continue
-            if committed is None and not self.pulse.flushlog.get(tp_key(tp)):
-                positions[tp] = None
-                continue
-            offset = None if committed is None else committed.get(part)
-            state = self._resume_one(tp, offset)
-            assert state.gate is not None
-            positions[tp] = state.gate.offset
-        return positions
-
-    def _resume_one(self, tp: TP, committed: int | None) -> PartitionState:
-        """Start the state of one input partition at its last recorded flush (or the committed offset)."""
-        old = self.states.get(tp)
-        kind = self.kind_of[tp.topic]
-        buf = old.buffer if old is not None else Buffer(kind, ACCUMULATORS[kind](), validator(kind))
-        buf.reset()
-        state = PartitionState(self.pulse.epoch, buf)
-        self.states[tp] = state
-        record = self.pulse.flushlog.get(tp_key(tp))
-        if not record:
-            # Nothing was ever flushed with partials: everything before the committed offset produced
-            # none (dead letters only), so the committed offset is a safe start.
-            position = committed if committed is not None and committed > 0 else 0
-            log.info("%s: resuming at %d, no recorded flush", tp_key(tp), position)
-        else:
-            start, end = int(record["a"]), int(record["b"])
-            position = start
-            log.info("%s: resuming at %d, its last recorded flush is [%d, %d]", tp_key(tp), start, start, end)
-            if end >= start:  # an empty range only marks a position
-                state.mode = Mode.REPLAY
-                state.replay_end = end
-                self.pulse.metrics.replays.inc()
-        state.gate = Gate(position)
-        return state
-
-    # -- flushing ---------------------------------------------------------------------------
-
-    async def on_tick(self, partition: int) -> None:
-        """Flush every idle-but-nonempty input partition with this number, then tick stage 2."""
-        due = [
-            tp
-            for tp, state in self.states.items()
-            if tp.partition == partition and state.mode is Mode.NORMAL and state.buffer.first >= 0
-        ]
-        await self.flush(due, "tick", tick=partition)
-
-    async def flush(self, tps: list[TP], trigger: str, tick: int | None = None) -> None:
-        """Detach the buffers of the given input partitions and deliver them in the background.
-
-        Deliveries are chained: each waits for the previous one, so a flush record is only
-        written once every partial of the flushes before it has been delivered.
-        """
-        pulse = self.pulse
+    async def after_batch(self) -> None:
+        """Flush what is due (caught up, or idle on the clock) and deliver the batch's flushes."""
         now = time.monotonic()
-        jobs: list[FlushJob] = []
-        metrics = pulse.metrics
-        for tp in tps:
-            state = self.states[tp]
-            state.last_flush = now
-            buf = state.buffer
-            started = time.perf_counter()
-            guard = self.guard(tp.partition)
-            parts = buf.acc.parts(FlushContext(self.pulse.calendar, guard))
-            metrics.flush_seconds.observe(time.perf_counter() - started)
-            for dimension, folded in guard.take_folds().items():
-                metrics.folds.labels(dimension).inc(folded)
-            admitted = None
-            if guard.changed:
-                admitted, guard.changed = guard.snapshot(), False
-            jobs.append(FlushJob(tp, buf.first, buf.last, parts, buf.events, buf.sends, admitted))
-            topic = tp.topic
-            metrics.messages.labels(topic).inc(len(buf.events))
-            total = buf.valid + buf.late + buf.future
-            if total:
-                metrics.events.labels(topic).inc(total)
-            if buf.late:
-                metrics.late.labels(topic, "late").inc(buf.late)
-            if buf.future:
-                metrics.late.labels(topic, "future").inc(buf.future)
-            buf.reset()
-        if jobs:
-            metrics.flushes.labels(trigger).inc()
-        previous = self.chain
-        self.chain = asyncio.ensure_future(self._deliver(jobs, pulse.epoch, previous, tick))
-        self.chain.add_done_callback(self._on_delivered)
-        self.pending_flushes += 1
-        if self.pending_flushes > MAX_PENDING_FLUSHES:
+        reader = self.reader
+        for state in self.states.values():
+            if state.replay is not None:
+                self._check_replay(state)
+                continue
+            if state.first < 0:
+                continue
+            waited = now - state.last_flush
+            if waited >= self.idle_flush_s:
+                self._detach(state, "tick")
+            elif waited >= self.min_flush_s and reader is not None and reader.caught_up(state.tp):
+                self._detach(state, "caught-up")
+        if self.jobs:
+            self._schedule()
+        if self.pending_flushes > MAX_PENDING_FLUSHES and self.chain is not None:
             await asyncio.shield(self.chain)
 
-    def _on_delivered(self, fut: asyncio.Future[None]) -> None:
+    def _check_replay(self, state: InputPartition) -> None:
+        """A log that now ends before the recorded range does: flush what was read of it."""
+        reader = self.reader
+        assert state.replay is not None and reader is not None
+        high = reader.high(state.tp)
+        if high is None or not reader.caught_up(state.tp) or high > state.replay.last:
+            return
+        log.warning(
+            "%s: the log ends at %d, before the recorded flush end %d",
+            _name(state.tp),
+            high,
+            state.replay.last,
+        )
+        state.replay = None
+        if state.first >= 0:
+            self._detach(state, "replay")
+
+    def _detach(self, state: InputPartition, trigger: str) -> None:
+        """Turn a partition's buffer into a flush job (one job per partition per delivery)."""
+        if any(job.tp == state.tp for job in self.jobs):
+            self._schedule()  # its record must wait until the earlier flush's partials are delivered
+        metrics = self.pulse.metrics
+        state.last_flush = time.monotonic()
+        started = time.perf_counter()
+        guard = self.guard(state.tp.partition)
+        parts = state.acc.parts(FlushContext(self.pulse.calendar, guard))
+        metrics.flush_seconds.observe(time.perf_counter() - started)
+        for dimension, folded in guard.take_folds().items():
+            metrics.folds.labels(dimension).inc(folded)
+        admitted = None
+        if guard.changed:
+            admitted, guard.changed = guard.snapshot(), False
+        self.jobs.append(
+            FlushJob(state.tp, state.first, state.last, parts, state.dead, state.count, admitted)
+        )
+        metrics.flushes.labels(trigger).inc()
+        topic = state.tp.topic
+        metrics.messages.labels(topic).inc(state.messages)
+        total = state.valid + state.late + state.future
+        if total:
+            metrics.events.labels(topic).inc(total)
+        if state.late:
+            metrics.late.labels(topic, "late").inc(state.late)
+        if state.future:
+            metrics.late.labels(topic, "future").inc(state.future)
+        for code, n in state.refused.items():
+            metrics.deadlettered.labels(topic, code).inc(n)
+        state.reset()
+
+    def _schedule(self) -> None:
+        """Chain the delivery of the detached jobs after the deliveries before them."""
+        jobs, self.jobs = self.jobs, []
+        previous = self.chain
+        events = sum(job.events for job in jobs)
+        self.chain = asyncio.ensure_future(self._deliver(jobs, self.generation, previous))
+        self.chain.add_done_callback(lambda fut: self._on_delivered(fut, events))
+        self.pending_flushes += 1
+        self.undelivered += events
+
+    def _on_delivered(self, fut: asyncio.Future[None], events: int) -> None:
         self.pending_flushes -= 1
+        self.undelivered -= events
         if not fut.cancelled() and fut.exception() is not None:
-            self._fatal(fut.exception())  # type: ignore[arg-type]
+            crash(self.pulse.app, fut.exception(), "delivery of a flush")  # type: ignore[arg-type]
 
     async def _deliver(
-        self,
-        jobs: list[FlushJob],
-        epoch: int,
-        previous: asyncio.Future[None] | None,
-        tick: int | None,
+        self, jobs: list[FlushJob], generation: int, previous: asyncio.Future[None] | None
     ) -> None:
         pulse = self.pulse
         if previous is not None:
             await asyncio.shield(previous)
-        if pulse.epoch != epoch:
-            return  # revoked meanwhile: the owner replays from the flush records
-        records = []
+        assert self.reader is not None
+        lifecycle = self.reader.lifecycle
+        if not lifecycle.current(generation):
+            return  # revoked meanwhile: the next owner replays from the flush records
+        records: list[Awaitable[Any]] = []
         for job in jobs:
+            partition = job.tp.partition
             if job.admitted is not None:
-                # Before the record: a replay must fold labels exactly as this flush did.
-                records.append(
-                    await self.flushlog.put(guard_key(job.tp.partition), job.admitted, job.tp.partition)
-                )
-            if job.parts:
-                record = {"a": job.first, "b": job.last}
-                records.append(await self.flushlog.put(tp_key(job.tp), record, job.tp.partition))
-        if records:
-            # The record must be durable before any partial of its range can reach stage 2.
-            await asyncio.gather(*records)
-            if pulse.epoch != epoch:
-                log.info("rebalance during flush; the owner replays %s", [j.tp for j in jobs])
-                return
+                # Before the range: a replay must fold labels exactly as this flush did.
+                records.append(await self.flushlog.put(guard_key(partition), job.admitted, partition))
+            record = FlushRecord(job.first, job.last).to_wire()
+            records.append(await self.flushlog.put(flush_key(job.tp.topic, partition), record, partition))
+        # The records must be durable before any partial of their ranges can reach stage 2.
+        await asyncio.gather(*records)
+        if not lifecycle.current(generation):
+            log.info("revoked during a flush; the next owner replays %s", [_name(j.tp) for j in jobs])
+            return
         by_owner: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for job in jobs:
             split: dict[int, dict[str, Any]] = defaultdict(dict)
             for key, part in job.parts.items():
                 split[owner(key, self.partitions)][key] = part
+            source = flush_key(job.tp.topic, job.tp.partition)
             for dest, series in split.items():
-                by_owner[dest].append({"src": tp_key(job.tp), "a": job.first, "b": job.last, "s": series})
+                by_owner[dest].append({"src": source, "a": job.first, "b": job.last, "s": series})
         sends: list[Awaitable[Any]] = []
         for dest, dest_blocks in by_owner.items():
             for payload in _payloads(dest_blocks):
                 sends.append(await pulse.partials.send(value=payload, partition=dest))
-        if tick is not None:
-            tick_value = dumps({"tick": int(time.time() * 1000)})
-            sends.append(await pulse.partials.send(value=tick_value, partition=tick))
         for job in jobs:
-            sends.extend(job.sends)
-        if sends:
-            await asyncio.gather(*sends)
-        for job in jobs:
-            for event in job.events:
-                event.ack()
-
-    def _fatal(self, exc: BaseException) -> None:
-        """A produced message could not be delivered: stop the worker; a restart replays."""
-        crash(self.pulse.app, exc, "delivery of a flush")
+            for original_key, value, headers in job.dead:
+                sends.append(await pulse.deadletter.send(key=original_key, value=value, headers=headers))
+        await asyncio.gather(*sends)
 
     def guard(self, partition: int) -> LabelGuard:
         """The label guard of one input partition number, as last recorded."""
@@ -515,14 +456,15 @@ class Stage1:
 
     def buffered(self) -> int:
         """Return how many events wait in stage-1 buffers."""
-        return sum(len(s.buffer.events) for s in self.states.values())
+        return sum(s.count for s in self.states.values())
 
-    def on_revoked(self) -> None:
-        """Drop every buffer: the next owner (maybe us) replays from the flush records."""
-        for state in self.states.values():
-            state.buffer.reset()
-        self.states.clear()
-        self.guards.clear()
+    def pending(self) -> int:
+        """Events buffered or flushed but not yet delivered to stage 2 (0: stage 1 is quiet)."""
+        return self.buffered() + self.undelivered
+
+
+def _name(tp: TopicPartition) -> str:
+    return f"{tp.topic}:{tp.partition}"
 
 
 def _payloads(blocks: list[dict[str, Any]]) -> list[bytes]:
@@ -541,32 +483,3 @@ def _payloads(blocks: list[dict[str, Any]]) -> list[bytes]:
             sub = {**block, "s": {k: block["s"][k] for k in chunk}}
             out.extend(_payloads([sub]))
     return out
-
-
-def register(pulse: Pulse) -> Stage1:
-    """Register the ingest agent on the pulse app and return its runtime."""
-    stage1 = Stage1(pulse)
-
-    @pulse.app.agent(pulse.ingest_topic, name="ingest")
-    async def ingest(stream: StreamT[Any]) -> None:
-        manual = cast(Any, stream).noack()
-        accept = stage1.accept
-        async for _ in manual:
-            # current_event directly: Stream.events() adds an async-generator hop per event.
-            pending = accept(manual.current_event)
-            if pending is not None:
-                await pending
-
-    async def on_revoked(app: Any, *args: Any, **kwargs: Any) -> None:
-        stage1.on_revoked()
-        if stage1.chain is not None:
-            await drain([stage1.chain], "stage-1 flushes")
-
-    async def on_shutdown(app: Any, *args: Any, **kwargs: Any) -> None:
-        if stage1.chain is not None:
-            await drain([stage1.chain], "stage-1 flushes", "shutdown", SHUTDOWN_GRACE_S)
-
-    connect(pulse.app.on_partitions_revoked, on_revoked)
-    connect(pulse.app.on_before_shutdown, on_shutdown)
-
-    return stage1

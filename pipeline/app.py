@@ -1,18 +1,19 @@
 """Build the Faust application of one worker from a Config and wire in the agents and web views.
 
-Every pulse topic has the same partition count, so Faust co-assigns partition p of the event topics,
-the tick topic, the partials topic and the table changelogs to one worker: that worker pre-aggregates
-input partition p (stage 1) and owns every series whose key hashes to p (stage 2).
+Every pulse topic has the same partition count. Faust's consumer subscribes to the table changelogs
+only, and co-assigns partition p of every changelog to one worker; that worker then reads input
+partition p of every event topic and partials partition p with its own reader (`agents.reader`): it
+pre-aggregates input partition p (stage 1) and owns every series whose key hashes to p (stage 2).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
 
-from faust.types import TP, TopicT
+from faust.types import TopicT
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from pipeline.calendar import Calendar
@@ -22,7 +23,6 @@ from pipeline.rules import FlapPolicy, RuleSet, load_rules
 from pipeline.telemetry import PipelineMetrics
 from schemas.events import TOPIC_OF_TYPE
 
-TICKS = "ticks"
 PARTIALS = "partials"
 DEADLETTER = "events.deadletter"
 ALERTS = "alerts"
@@ -48,10 +48,7 @@ class Pulse:
         self.app = PulseFaustApp(config.app_id, **settings)
         self.app.configure_fetch(config)
         self.input_topics = {config.topic(t): kind for kind, t in TOPIC_OF_TYPE.items()}
-        self.ticks_name = config.internal_topic(TICKS)
         self.partials_name = config.internal_topic(PARTIALS)
-        self.ingest_topic = self._raw_topic(*self.input_topics, self.ticks_name)
-        self.ticks = self._raw_topic(self.ticks_name)
         self.partials = self._raw_topic(self.partials_name)
         self.deadletter = self._raw_topic(config.topic(DEADLETTER))
         self.alerts_name = config.topic(ALERTS)
@@ -81,36 +78,31 @@ class Pulse:
         self.nflog = self.app.Table(
             "nflog", help="delivery ledger: what each channel of each alert group last delivered"
         )
-        self.ready_since: float | None = None
-        """Wall time the worker became ready after its last rebalance (None while not ready)."""
-        self.epoch = 0
-        """Incremented on every revocation and assignment; stage 1 restarts a partition on change."""
-        connect(self.app.on_partitions_revoked, self._on_rebalance)
-        connect(self.app.on_partitions_assigned, self._on_rebalance)
         # Imported here: the agents and views import this module for typing.
-        from agents import aggregate, evaluate, history, ingest, notify, probes, silences, ticks
+        from agents import evaluate, history, notify, probes, reader, silences
+        from agents.aggregate import Stage2
+        from agents.ingest import Stage1
         from pipeline.web import routes
 
-        self.stage1 = ingest.register(self)
-        self.stage2 = aggregate.register(self)
-        self.app.resume_positions = self._resume_positions
+        self.stage1 = Stage1(self)
+        self.stage2 = Stage2(self)
+        self.reader = reader.register(self, self.stage1, self.stage2)
         self.stage2.evaluator = evaluate.Evaluator(self, self.stage2.view, self.rules)
         self.history = history.register(self)
         self.prober = probes.register(self)
         self.silences = silences.register(self)
         self.notifications = notify.register(self)
-        ticks.register(self)
         routes.register(self)
 
-    async def _on_rebalance(self, app: Any, *args: Any, **kwargs: Any) -> None:
-        self.epoch += 1
-        self.ready_since = None
+    @property
+    def ready_since(self) -> float | None:
+        """Wall time the worker became ready after its last rebalance (None while not ready)."""
+        return self.reader.ready_since
 
-    def _resume_positions(
-        self, tps: set[TP], committed: Mapping[TP, int | None] | None
-    ) -> dict[TP, int | None]:
-        """Where input and partials partitions resume: from the flush and position records."""
-        return {**self.stage1.resume(tps, committed), **self.stage2.resume(tps, committed)}
+    @property
+    def generation(self) -> int:
+        """Changes at every assignment and revocation (caches of owned state key on it)."""
+        return self.reader.lifecycle.generation
 
     def _raw_topic(self, *names: str) -> TopicT:
         return self.app.topic(*names, key_serializer="raw", value_serializer="raw")
@@ -119,7 +111,6 @@ class Pulse:
         """Return every topic this worker needs to exist before it starts."""
         return [
             *self.input_topics,
-            self.ticks_name,
             self.partials_name,
             self.config.topic(DEADLETTER),
             self.config.topic(ALERTS),
@@ -128,20 +119,12 @@ class Pulse:
         ]
 
     def active_partitions(self) -> set[int]:
-        """Return the partitions this worker actively owns right now."""
-        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.partials_name}
+        """Return the partitions this worker owns and reads right now (none during a rebalance)."""
+        return set(self.reader.lifecycle.partitions) if self.reader.reading() else set()
 
     def is_ready(self) -> bool:
-        """Whether the worker has joined the group and finished recovering its state."""
-        if self.epoch == 0:
-            return False
-        if self.app.assignor.assigned_actives():
-            ready = bool(cast(Any, self.app.tables).recovery.completed.is_set())
-        else:
-            ready = True  # more workers than partitions: nothing to recover, nothing to consume
-        if ready and self.ready_since is None:
-            self.ready_since = time.time()
-        return ready
+        """Whether the worker holds an assignment, recovered its state and reads its partitions."""
+        return self.reader.reading()
 
 
 def connect(signal: Any, receiver: Callable[..., Awaitable[None]]) -> None:

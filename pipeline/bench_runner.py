@@ -2,6 +2,11 @@
 
 It writes one JSON object to --out: first/last event times (monotonic), events, events per second, peak RSS.
 Timing starts at the first event the consumer sees, so group joins and recovery are not counted.
+
+With `--barrier DIR` (several pipeline workers measured together) a worker does not read before the
+bench says so: once positioned it writes `DIR/ready-<pid>` with its partitions and waits for
+`DIR/go`; it keeps `DIR/total-<pid>` up to date with the events its series hold and the monotonic
+time that total was reached. The bench sums the totals of all workers.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import os
 import resource
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -90,29 +97,46 @@ def run_pipeline(args: argparse.Namespace) -> None:
     config = load_config()
     pulse = Pulse(config)
     asyncio.run(ensure_topics(config, pulse.all_topic_names()))
-    state: dict[str, Any] = {"first": 0.0}
-    accept = pulse.stage1.accept
-
-    def timed_accept(event: Any) -> Any:
-        if not state["first"] and event.message.topic != pulse.ticks_name:
-            state["first"] = time.monotonic()
-        return accept(event)
-
-    pulse.stage1.accept = timed_accept  # type: ignore[method-assign]
     counted = ("http", "orders", "errors")
+    barrier = Path(args.barrier) if args.barrier else None
+    if barrier is not None:
+        pulse.reader.before_reading = lambda partitions, current: _barrier(barrier, partitions, current)
+    last = {"total": -1}
 
-    @pulse.app.timer(0.05)
+    @pulse.app.timer(0.02)
     async def check_done() -> None:
-        if not state["first"]:
+        first = pulse.stage1.first_event_at
+        if first is None:
             return
         total = 0
         for key, series in pulse.stage2.view.states().items():
             if series.total is not None and key.startswith('["') and key[2:].split('"')[0] in counted:
                 total += series.total.get("n", 0)
+        if barrier is not None:
+            if total != last["total"]:
+                last["total"] = total
+                _write(barrier / f"total-{os.getpid()}", {"total": total, "at": time.monotonic()})
+            return
         if total >= args.expect:
-            _report("pipeline", state["first"], time.monotonic(), total)
+            _report("pipeline", first, time.monotonic(), total)
 
     Worker(pulse.app, loglevel="warn", quiet=True, redirect_stdouts=False).execute_from_commandline()
+
+
+async def _barrier(directory: Path, partitions: frozenset[int], current: Callable[[], bool]) -> None:
+    """Say which partitions this worker holds, then wait for the bench's go (or a new rebalance)."""
+    _write(directory / f"ready-{os.getpid()}", {"partitions": sorted(partitions)})
+    while not (directory / "go").exists():
+        if not current():
+            return
+        await asyncio.sleep(0.01)
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    """Replace a small JSON file atomically (the bench polls it)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(orjson.dumps(data))
+    os.replace(tmp, path)
 
 
 def main() -> None:
@@ -123,6 +147,7 @@ def main() -> None:
     parser.add_argument("--app-id", required=True)
     parser.add_argument("--topics", nargs="*", default=[])
     parser.add_argument("--out", required=True, help="file that receives the JSON report")
+    parser.add_argument("--barrier", help="directory of the join barrier (several workers measured together)")
     args = parser.parse_args()
     _OUT.append(args.out)
     logging.basicConfig(level=logging.WARNING)

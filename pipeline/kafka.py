@@ -1,10 +1,7 @@
-"""Faust's Kafka transport: resume positions owned by the app, two fixes for the embedded Tansu broker,
-broker security.
+"""Faust's Kafka transport with two fixes for the embedded Tansu broker, and broker security.
 
-- Resume positions: after every assignment Faust resumes the partitions, then seeks each to its
-  committed offset. The app names its own positions (`PulseFaustApp.resume_positions`, from its
-  recovered tables) for the partitions whose progress it records itself; they are sought before
-  the partitions resume, and kept when Faust seeks to the committed offsets.
+Faust's consumer reads only the table changelogs (recovery and standbys); the hot path has its own
+reader (`agents.reader`). Both Tansu fixes apply to that changelog reading:
 
 - Fetch wait: Faust asks the broker to hold an empty fetch for 1.5 s. Apache Kafka answers as soon
   as data arrives; Tansu holds the fetch for the full wait, which would add up to 1.5 s to every hop
@@ -19,12 +16,11 @@ broker security.
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import faust
 from aiokafka.helpers import create_ssl_context
-from aiokafka.structs import TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
@@ -32,6 +28,8 @@ from pipeline.config import BrokerConfig, Config
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Tansu fix: the configured fetch wait (Faust has no setting for it; `_fetch_max_wait_ms` is private)."""
+
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         wait = getattr(self.app, "fetch_max_wait_ms", None)
@@ -41,50 +39,10 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class _Consumer(faust_aiokafka.Consumer):
-    _held: dict[TP, int | None] | None = None
-    """The app's partitions kept paused at the last resume, with their positions (None: committed)."""
+    """Tansu fix: end offsets checked with a fetch before table recovery trusts them."""
 
     def _new_consumer_thread(self) -> Any:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-    async def _seek(self, partition: TP, offset: int) -> None:
-        """Seek in the consumer's own thread: a seek from outside races with its fetch bookkeeping."""
-        thread: Any = self._thread
-        await thread.call_thread(thread.seek, partition, offset)
-
-    def resume_partitions(self, tps: Iterable[TP]) -> None:
-        """Resume partitions, except those the app positions itself: they wait for their seek.
-
-        Faust resumes the stream partitions after each assignment (tables recovered) and then seeks
-        them to their committed offsets. The app's partitions stay paused until they are sought to
-        its own positions, so no message is delivered from anywhere else first.
-        """
-        tps = set(tps)
-        resume = getattr(self.app, "resume_positions", None)
-        if resume is not None:
-            self._held = dict(resume(tps, None))
-            tps -= set(self._held)
-        super().resume_partitions(tps)
-
-    async def seek_to_committed(self) -> Mapping[TP, int]:
-        """Seek to the committed offsets, except the partitions the app positions itself."""
-        resume = getattr(self.app, "resume_positions", None)
-        if resume is None:
-            return await super().seek_to_committed()
-        held, self._held = self._held or {}, None
-        known = {tp: offset for tp, offset in held.items() if offset is not None}
-        thread = self._thread
-        others = [TopicPartition(tp.topic, tp.partition) for tp in self.assignment() if tp not in known]
-        committed: dict[Any, Any] = {}
-        if others:
-            committed.update(await thread.call_thread(thread._ensure_consumer().seek_to_committed, *others))
-        positions = {**resume({TP(tp.topic, tp.partition) for tp in others}, committed), **known}
-        for tp, offset in positions.items():
-            if offset is not None:
-                await self._seek(tp, offset)
-                committed[tp] = offset
-        super().resume_partitions(set(held))
-        return committed
 
     async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
         """Return the end offset of each partition (verified by a fetch on the embedded broker)."""
@@ -138,15 +96,10 @@ class _Transport(faust_aiokafka.Transport):
 
 
 class PulseFaustApp(faust.App):
-    """faust.App whose consumer uses the configured fetch wait."""
+    """faust.App whose consumer uses the configured fetch wait and high-water check."""
 
     fetch_max_wait_ms: int | None = None
     verify_highwaters: bool = False
-    resume_positions: Callable[[set[TP], Mapping[TP, int | None] | None], Mapping[TP, int | None]] | None = (
-        None
-    )
-    """Where the app's partitions among these resume, given the committed offsets (None: not looked up
-    yet; a position None needs them)."""
 
     def configure_fetch(self, config: Config) -> None:
         """Take the fetch wait (None keeps Faust's 1.5 s) and the high-water check from the config."""

@@ -1,6 +1,7 @@
 """Stage 1: pre-aggregate the events of one input partition in memory, then emit partial series.
 
-The hot path (`add`) only appends to small dicts and lists; all arithmetic (fixed-point sums,
+The hot path (`add`, which takes the typed events of `schemas.typed`: from `fast_decoder`, or
+`from_dict` on the slow path) only appends to small dicts and lists; all arithmetic (fixed-point sums,
 histogram buckets, sketch bins, distinct-count sketches, calendar periods, roll-ups to per-route and
 global series, label folding) happens once per flush, in `parts`. A part of a series is
 
@@ -17,7 +18,7 @@ import math
 from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import orjson
 
@@ -27,6 +28,15 @@ from pipeline.distinct import sketch_of
 from pipeline.guard import LabelGuard
 from pipeline.series import series_key
 from pipeline.sketches import INV_LOG_GAMMA, MIN_VALUE
+from schemas.typed import (
+    ErrorEvent,
+    GaugeEvent,
+    HeartbeatEvent,
+    InventoryEvent,
+    OrderEvent,
+    RequestEvent,
+    UserEvent,
+)
 
 SEED_BUCKETS_S: Final = (0.1, 0.3, 0.5, 0.7, 1.0, 3.0, 5.0, 7.0, 10.0)
 """The monitoring guide's buckets of http_request_duration_seconds."""
@@ -96,7 +106,7 @@ class Users:
 
     def see(self, user: Any, start: int, late: bool, ts_minute: int, converts: bool = False) -> None:
         """Record one user's activity."""
-        uid = str(user)
+        uid = user if type(user) is str else str(user)
         if not late:
             bucket = self.active.get(start)
             if bucket is None:
@@ -134,17 +144,29 @@ class RequestAcc:
         self.groups: dict[tuple[Any, ...], list[float]] = {}
         self.users = Users()
 
-    def add(self, event: dict[str, Any], start: int, late: bool, ts: int) -> None:
+    def add(self, event: RequestEvent, start: int, late: bool, ts: int) -> None:
         """Buffer one validated request event."""
-        key = (start, late, event["service"], event["method"], event["route"], event["status_code"])
+        key = (start, late, event.service, event.method, event.route, event.status_code)
         group = self.groups.get(key)
         if group is None:
-            self.groups[key] = [event["duration_ms"]]
+            self.groups[key] = [event.duration_ms]
         else:
-            group.append(event["duration_ms"])
-        user = event.get("user_id")
+            group.append(event.duration_ms)
+        user = event.user_id
         if user is not None:
-            self.users.see(user, start, late, ts - ts % 60_000)
+            # Users.see, inlined: requests are most events, and most carry a user.
+            users = self.users
+            uid = user if type(user) is str else str(user)
+            if not late:
+                bucket = users.active.get(start)
+                if bucket is None:
+                    bucket = users.active[start] = set()
+                bucket.add(uid)
+            minute = ts - ts % 60_000
+            day = users.days.get(minute)
+            if day is None:
+                day = users.days[minute] = set()
+            day.add(uid)
 
     def parts(self, ctx: FlushContext) -> Parts:
         """Roll the buffer up into http, route, global request and users series."""
@@ -189,9 +211,9 @@ class ErrorAcc:
     def __init__(self) -> None:
         self.groups: dict[tuple[Any, ...], int] = {}
 
-    def add(self, event: dict[str, Any], start: int, late: bool, ts: int) -> None:
+    def add(self, event: ErrorEvent, start: int, late: bool, ts: int) -> None:
         """Buffer one validated error event."""
-        key = (start, late, event["service"], event["route"])
+        key = (start, late, event.service, event.route)
         self.groups[key] = self.groups.get(key, 0) + 1
 
     def parts(self, ctx: FlushContext) -> Parts:
@@ -215,18 +237,18 @@ class OrderAcc:
         self.groups: dict[tuple[Any, ...], list[float]] = {}
         self.users = Users()
 
-    def add(self, event: dict[str, Any], start: int, late: bool, ts: int) -> None:
+    def add(self, event: OrderEvent, start: int, late: bool, ts: int) -> None:
         """Buffer one validated order event."""
-        status = event["status"]
+        status = event.status
         minute = ts - ts % 60_000
-        key = (start, late, minute, status, event["user_role"], event["currency"])
+        key = (start, late, minute, status, event.user_role, event.currency)
         group = self.groups.get(key)
         if group is None:
-            self.groups[key] = [event["amount"]]
+            self.groups[key] = [event.amount]
         else:
-            group.append(event["amount"])
+            group.append(event.amount)
         converts = status == "created" or status == "confirmed"
-        self.users.see(event["user_id"], start, late, minute, converts)
+        self.users.see(event.user_id, start, late, minute, converts)
 
     def parts(self, ctx: FlushContext) -> Parts:
         """Roll the buffer up into order, all-order, revenue and users series."""
@@ -265,7 +287,7 @@ class UserAcc:
         self.counts: dict[tuple[int, bool, int], list[int]] = {}
         self.users = Users()
 
-    def add(self, event: dict[str, Any], start: int, late: bool, ts: int) -> None:
+    def add(self, event: UserEvent, start: int, late: bool, ts: int) -> None:
         """Buffer one validated user event."""
         minute = ts - ts % 60_000
         key = (start, late, minute)
@@ -273,9 +295,9 @@ class UserAcc:
         if count is None:
             count = self.counts[key] = [0, 0]
         count[0] += 1
-        if event["action"] == "registered":
+        if event.action == "registered":
             count[1] += 1
-        self.users.see(event["user_id"], start, late, minute)
+        self.users.see(event.user_id, start, late, minute)
 
     def parts(self, ctx: FlushContext) -> Parts:
         """Roll the buffer up into the users series (counts and distinct users)."""
@@ -297,10 +319,10 @@ class InventoryAcc:
         self.products: dict[str, Agg] = {}
         self.sold: dict[int, list[int]] = {}
 
-    def add(self, event: dict[str, Any], start: int, late: bool, ts: int) -> None:
+    def add(self, event: InventoryEvent, start: int, late: bool, ts: int) -> None:
         """Buffer one validated inventory event."""
-        state = {"t": ts, "s": event["stock"], "l": event["low_stock_threshold"]}
-        product = str(event["product_id"])
+        state = {"t": ts, "s": event.stock, "l": event.low_stock_threshold}
+        product = str(event.product_id)
         if newer(state, self.products.get(product)):
             self.products[product] = state
         if not late:
@@ -308,7 +330,7 @@ class InventoryAcc:
             if sold is None:
                 sold = self.sold[start] = [0, 0]
             sold[0] += 1
-            sold[1] += event.get("units_sold") or 0
+            sold[1] += event.units_sold or 0
 
     def parts(self, ctx: FlushContext) -> Parts:
         """The inventory series: product states and units sold."""
@@ -334,11 +356,11 @@ class HeartbeatAcc:
         self.latest: dict[str, Agg] = {}
         self.counts: dict[tuple[int, bool, str], list[int]] = {}
 
-    def add(self, event: dict[str, Any], start: int, late: bool, ts: int) -> None:
+    def add(self, event: HeartbeatEvent, start: int, late: bool, ts: int) -> None:
         """Buffer one validated heartbeat event."""
-        service = event["service"]
-        healthy = event["status"] == "healthy"
-        state = {"t": ts, "s": 1 if healthy else 0, "rt": event.get("response_time_ms")}
+        service = event.service
+        healthy = event.status == "healthy"
+        state = {"t": ts, "s": 1 if healthy else 0, "rt": event.response_time_ms}
         if newer(state, self.latest.get(service)):
             self.latest[service] = state
         count = self.counts.get((start, late, service))
@@ -370,11 +392,11 @@ class GaugeAcc:
     def __init__(self) -> None:
         self.latest: dict[tuple[str, str], Agg] = {}
 
-    def add(self, event: dict[str, Any], start: int, late: bool, ts: int) -> None:
+    def add(self, event: GaugeEvent, start: int, late: bool, ts: int) -> None:
         """Buffer one validated gauge event."""
-        labels = orjson.dumps(event["labels"], option=orjson.OPT_SORT_KEYS).decode()
-        key = (event["name"], labels)
-        state = {"t": ts, "v": event["value"]}
+        labels = orjson.dumps(event.labels, option=orjson.OPT_SORT_KEYS).decode()
+        key = (event.name, labels)
+        state = {"t": ts, "v": event.value}
         if newer(state, self.latest.get(key)):
             self.latest[key] = state
 
@@ -387,7 +409,16 @@ class GaugeAcc:
         return parts
 
 
-Accumulator = RequestAcc | ErrorAcc | OrderAcc | UserAcc | InventoryAcc | HeartbeatAcc | GaugeAcc
+class Accumulator(Protocol):
+    """What stage 1 needs of an accumulator: `add` takes the typed event of the accumulator's type
+    (a `schemas.typed` Struct, from `fast_decoder` or `from_dict`)."""
+
+    def add(self, event: Any, start: int, late: bool, ts: int) -> None:
+        """Buffer one validated event: pane start, late (or too far ahead), event time in ms."""
+
+    def parts(self, ctx: FlushContext) -> Parts:
+        """Roll the buffer up into parts."""
+
 
 ACCUMULATORS: dict[str, Callable[[], Accumulator]] = {
     "request": RequestAcc,

@@ -35,7 +35,7 @@ class PipelineMetrics:
         )
         self.flushes = Counter(
             "pulse_flushes",
-            "Stage-1 flushes, by trigger (size, tick, replay)",
+            "Stage-1 flushes, by trigger (size, caught-up, tick, replay)",
             ["trigger"],
             registry=registry,
         )
@@ -68,12 +68,6 @@ class PipelineMetrics:
         self.replays = Counter(
             "pulse_replays",
             "Input partitions re-read from their last recorded flush after an assignment",
-            registry=registry,
-        )
-        self.repeats = Counter(
-            "pulse_repeated_deliveries",
-            "Messages delivered again by the consumer within one assignment (dropped, not counted)",
-            ["topic"],
             registry=registry,
         )
         self.folds = Counter(

@@ -92,6 +92,13 @@ class Worker:
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         return parse_metrics(httpx.get(f"{self.url}/metrics", timeout=10).text)
 
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def detailed(self) -> dict[str, Any]:
+        data: dict[str, Any] = httpx.get(f"{self.url}/health/detailed", timeout=10).json()
+        return data
+
     def series(self, at_ms: int | None = None) -> dict[str, Any]:
         params = {"at": str(at_ms)} if at_ms is not None else {}
         data: dict[str, Any] = httpx.get(f"{self.url}/api/v1/series", params=params, timeout=10).json()
@@ -162,6 +169,44 @@ class Cluster:
                     out.append((self.topic(kind), orjson.dumps(items[i : i + envelope])))
         return self.publish(out)
 
+    def internal_topic(self, name: str) -> str:
+        app_id = self.extra_env.get("PULSE_APP_ID", self.prefix + "pulse")
+        return f"{app_id}-{name}"
+
+    def wait_quiet(self, timeout: float = 90) -> None:
+        """Prove that nothing more will arrive, by reading to end offsets (call once publishing is done).
+
+        1. every input partition has been read to its end by the live worker that owns it, and every
+           worker's stage 1 has delivered everything it read (`stage1Pending` 0);
+        2. only then are the partials topic's end offsets final: every partials partition has been
+           read to its end by its owner, whose cells are applied in memory as it reads;
+        3. the ownership did not change meanwhile (a rebalance would replay: start again).
+        """
+        inputs = [self.topic(kind) for kind in TOPIC_OF_TYPE]
+        partials = self.internal_topic("partials")
+        seen: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                ends = asyncio.run(end_offsets(self.bootstrap, inputs))
+                before = self._positions()
+                if not _read_to(before, ends) or any(d["state"]["stage1Pending"] for d in before.values()):
+                    seen = [_progress(before, ends)]
+                    time.sleep(0.2)
+                    continue
+                ends_partials = asyncio.run(end_offsets(self.bootstrap, [partials]))
+                after = self._positions()
+                if _owners(after) == _owners(before) and _read_to(after, {**ends, **ends_partials}):
+                    return
+                seen = [_progress(after, {**ends, **ends_partials})]
+            except (httpx.HTTPError, OSError) as exc:
+                seen = [repr(exc)]
+            time.sleep(0.2)
+        raise AssertionError(f"not quiet within {timeout}s: {seen}")
+
+    def _positions(self) -> dict[int, dict[str, Any]]:
+        return {w.port: w.detailed() for w in self.workers if w.alive()}
+
     def read_topic(self, name: str, expect: int, timeout: float = 30) -> list[Any]:
         return asyncio.run(_read(self.bootstrap, name, expect, timeout))
 
@@ -174,6 +219,57 @@ class Cluster:
             for key, value in worker.metrics().items():
                 total[key] = total.get(key, 0.0) + value
         return total
+
+
+def _owners(details: dict[int, dict[str, Any]]) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> port of the worker reading it."""
+    out: dict[tuple[str, int], int] = {}
+    for port, detail in details.items():
+        for topic, positions in detail["kafka"]["positions"].items():
+            for partition in positions:
+                out[(topic, int(partition))] = port
+    return out
+
+
+def _read_to(details: dict[int, dict[str, Any]], ends: dict[tuple[str, int], int]) -> bool:
+    """Whether every partition in `ends` is read by one live worker up to its end offset."""
+    read: dict[tuple[str, int], int] = {}
+    for detail in details.values():
+        for topic, positions in detail["kafka"]["positions"].items():
+            for partition, position in positions.items():
+                read[(topic, int(partition))] = position
+    return all(read.get(tp, -1) >= end for tp, end in ends.items())
+
+
+def _progress(details: dict[int, dict[str, Any]], ends: dict[tuple[str, int], int]) -> dict[str, Any]:
+    behind = {}
+    owners = _owners(details)
+    for tp, end in ends.items():
+        port = owners.get(tp)
+        position = details[port]["kafka"]["positions"][tp[0]][str(tp[1])] if port else None
+        if position is None or position < end:
+            behind[f"{tp[0]}:{tp[1]}"] = {"worker": port, "position": position, "end": end}
+    pending = {port: d["state"]["stage1Pending"] for port, d in details.items()}
+    return {"behind": behind, "stage1Pending": pending}
+
+
+async def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
+    """End offset of every partition of `topics`, from fetch responses (Tansu's ListOffsets under-reports)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from yarl import URL
+
+    from pipeline.kafka import true_highwaters
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        await consumer.topics()  # metadata of every topic, so that partitions_for_topic knows them
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        answered = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    ends = await true_highwaters([URL(f"kafka://{bootstrap}")], answered)
+    return {(tp.topic, tp.partition): int(end) for tp, end in ends.items()}
 
 
 async def _publish(bootstrap: str, messages: list[tuple[str, bytes]], key: bytes | None) -> int:

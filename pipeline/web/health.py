@@ -17,9 +17,6 @@ import resource
 import time
 from typing import TYPE_CHECKING, Any
 
-from aiokafka.errors import IllegalStateError
-from faust.types import TP
-
 if TYPE_CHECKING:
     from pipeline.app import Pulse
 
@@ -47,8 +44,11 @@ def _kafka(pulse: Pulse) -> dict[str, Any]:
 
 
 def _state(pulse: Pulse) -> dict[str, Any]:
-    ready = pulse.is_ready() and pulse.app.consumer is not None
-    return _service("state", ready, "joining the consumer group or recovering state from changelogs")
+    return _service(
+        "state",
+        pulse.is_ready(),
+        "joining the consumer group, recovering state or positioning the partitions",
+    )
 
 
 def rule_lag_s(pulse: Pulse) -> float | None:
@@ -109,23 +109,8 @@ def ready_body(pulse: Pulse) -> tuple[int, dict[str, Any]]:
 
 
 def consumer_lag(pulse: Pulse) -> dict[str, int]:
-    """Messages not yet consumed per topic, over the actively assigned partitions."""
-    consumer = pulse.app.consumer
-    if consumer is None:
-        return {}
-    read = getattr(consumer, "_read_offset", {})
-    lag: dict[str, int] = {}
-    for tp in pulse.app.assignor.assigned_actives():
-        try:
-            high = consumer.highwater(tp)
-        except (IllegalStateError, AssertionError):  # revoked between listing and asking
-            continue
-        if high is None:
-            continue
-        position = read.get(TP(tp.topic, tp.partition))
-        behind = max(high - (position + 1 if position is not None else 0), 0)
-        lag[tp.topic] = lag.get(tp.topic, 0) + behind
-    return lag
+    """Messages not yet read per topic, over the partitions this worker owns (input and partials)."""
+    return pulse.reader.lag()
 
 
 def detailed_body(pulse: Pulse) -> tuple[int, dict[str, Any]]:
@@ -154,10 +139,12 @@ def detailed_body(pulse: Pulse) -> tuple[int, dict[str, Any]]:
             "broker": pulse.config.broker.url,
             "partitions": sorted(pulse.active_partitions()),
             "consumerLag": consumer_lag(pulse),
+            "positions": pulse.reader.positions(),
         },
         "state": {
             "ready": pulse.is_ready(),
             "ownedSeries": len(states),
+            "stage1Pending": pulse.stage1.pending(),
             "tables": {
                 t.name: len(t.data) for t in (pulse.cells, pulse.flushlog, pulse.alertstate, pulse.nflog)
             },

@@ -48,6 +48,6 @@ def render(pulse: Pulse) -> bytes:
     """Return the full /metrics body."""
     pulse.metrics.buffered.set(pulse.stage1.buffered())
     lag = consumer_lag(pulse)
-    for topic in {tp.topic for tp in pulse.app.assignor.assigned_actives()} | set(lag):
+    for topic in {*pulse.input_topics, pulse.partials_name} | set(lag):
         pulse.metrics.lag.labels(topic).set(lag.get(topic, 0))
     return generate_latest(pulse.registry)

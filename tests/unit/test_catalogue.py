@@ -68,6 +68,8 @@ from pipeline.readout import (
 )
 from pipeline.series import parse_key, series_key
 from pipeline.telemetry import PipelineMetrics
+from schemas.events import validate
+from schemas.typed import Event, from_dict
 
 CONFIG = Config()
 PANE = int(CONFIG.windows.pane * 1000)
@@ -104,6 +106,12 @@ def local_day(ts: int, zone: str = "Asia/Seoul") -> str:
 Events = Sequence[tuple[dict[str, Any], int]]
 
 
+def typed(kind: str, event: dict[str, Any]) -> Event:
+    """The typed event stage 1 passes to `add`: the dict validated, then `from_dict`."""
+    assert type(validate(kind, event)) is int, (kind, event)
+    return from_dict(kind, event)
+
+
 class Pipeline:
     """Stage 1 (a fresh accumulator per flush, one label guard) and stage 2 (one cell table)."""
 
@@ -120,7 +128,7 @@ class Pipeline:
         """Pre-aggregate events of one kind (as stage 1 does) and apply the block to the cells."""
         acc = ACCUMULATORS[kind]()
         for event, ts in events:
-            acc.add(event, ts - ts % PANE, late, ts)
+            acc.add(typed(kind, event), ts - ts % PANE, late, ts)
         parts = acc.parts(FlushContext(self.calendar, self.guard))
         for dimension, folded in self.guard.take_folds().items():
             self.metrics.folds.labels(dimension).inc(folded)
@@ -331,7 +339,7 @@ def test_sketches_are_exact_up_to_their_capacity() -> None:
 def test_a_users_pane_and_day_stay_small_with_a_hundred_thousand_users() -> None:
     acc = ACCUMULATORS["user"]()
     for i in range(100_000):
-        acc.add(user_event(i), NOW - NOW % PANE, False, NOW)
+        acc.add(typed("user", user_event(i)), NOW - NOW % PANE, False, NOW)
     parts = acc.parts(FlushContext(SEOUL, LabelGuard(LIMITS)))[USERS]
     sketches = [parts["p"][NOW - NOW % PANE]["xa"], parts["c"][local_day(NOW)]["xa"]]
     many = union([*sketches, sketch_of(f"other-{i}" for i in range(50_000))])
@@ -888,7 +896,7 @@ def test_a_hundred_thousand_distinct_routes_stay_bounded() -> None:
     for chunk in chunks(events, 10_000):
         acc = ACCUMULATORS["request"]()
         for event, ts in chunk:
-            acc.add(event, ts - ts % PANE, False, ts)
+            acc.add(typed("request", event), ts - ts % PANE, False, ts)
         blocks.append(acc.parts(FlushContext(SEOUL, guard)))
         for dimension, folded in guard.take_folds().items():
             metrics.folds.labels(dimension).inc(folded)
@@ -940,7 +948,7 @@ def test_a_hundred_thousand_distinct_routes_stay_bounded() -> None:
     # A replay of the first flush with the restored guard folds it exactly as the first run did.
     replayed = ACCUMULATORS["request"]()
     for event, ts in events[:10_000]:
-        replayed.add(event, ts - ts % PANE, False, ts)
+        replayed.add(typed("request", event), ts - ts % PANE, False, ts)
     assert replayed.parts(FlushContext(SEOUL, restored)) == blocks[0]
     assert restored.take_folds() == Counter({"route": 10_000 - limit})
 

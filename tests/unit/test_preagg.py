@@ -11,11 +11,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import datasketches as ds
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.aggregates import MICRO
+from pipeline.aggregates import MICRO, dumps
 from pipeline.calendar import Calendar
 from pipeline.cells import apply_block, group_cells
 from pipeline.config import Config
@@ -25,6 +26,8 @@ from pipeline.readout import prometheus_families, series_values, window_values
 from pipeline.series import series_key
 from pipeline.sketches import MIN_VALUE, RELATIVE_ACCURACY, add_values
 from pipeline.windows import span
+from schemas.events import EVENT_FIELDS, validate
+from schemas.typed import Event, fast_decoder, from_dict
 
 PANE = 10_000
 COARSE = 60_000
@@ -238,9 +241,23 @@ def context() -> FlushContext:
     return FlushContext(Calendar("Asia/Seoul"), LabelGuard(Config().cardinality.limits()))
 
 
+KINDS = {RequestAcc: "request", ErrorAcc: "error", OrderAcc: "order"}
+FILLERS: dict[str, Any] = {"order_id": 1, "payment_method": "card", "item_count": 1, "message": "boom"}
+"""Required fields the tests here leave out (the accumulators do not read them)."""
+
+
+def typed(kind: str, event: dict[str, Any]) -> Event:
+    """The typed event stage 1 passes to `add`: the dict completed, validated, then `from_dict`."""
+    full = {f.name: FILLERS[f.name] for f in EVENT_FIELDS[kind] if f.required and f.name not in event}
+    full.update(event)
+    assert type(validate(kind, full)) is int, (kind, full)
+    return from_dict(kind, full)
+
+
 def feed(acc: Any, events: list[Timed]) -> Parts:
+    kind = KINDS[type(acc)]
     for event, start, is_late, ts in events:
-        acc.add(event, start, is_late, ts)
+        acc.add(typed(kind, event), start, is_late, ts)
     parts: Parts = acc.parts(context())
     return parts
 
@@ -261,6 +278,22 @@ def test_property_error_parts_equal_ground_truth(events: list[Timed]) -> None:
 @given(st.lists(timed(order_st), max_size=60))
 def test_property_order_parts_equal_ground_truth(events: list[Timed]) -> None:
     assert feed(OrderAcc(), events) == truth_orders(events)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(timed(request_st), max_size=40), st.lists(timed(order_st), max_size=20))
+def test_property_fast_decoded_events_give_the_same_parts(requests: list[Timed], orders: list[Timed]) -> None:
+    # What stage 1 feeds from the fast path (JSON bytes -> fast_decoder) and from the slow path
+    # (validated dict -> from_dict) are the same events: the parts come out byte for byte the same.
+    for acc_type, kind, events in ((RequestAcc, "request", requests), (OrderAcc, "order", orders)):
+        decode_fast = fast_decoder(kind)
+        fast = acc_type()
+        for event, start, is_late, ts in events:
+            full = {f.name: FILLERS[f.name] for f in EVENT_FIELDS[kind] if f.required and f.name not in event}
+            decoded = decode_fast(orjson.dumps({**full, **event}))
+            assert decoded is not None
+            fast.add(decoded[0], start, is_late, ts)
+        assert dumps(fast.parts(context())) == dumps(feed(acc_type(), events))
 
 
 def random_request(r: random.Random) -> dict[str, Any]:
