@@ -194,6 +194,15 @@ class Stage1:
         replay = state.replay if state is not None else None
         return Position(offset, replay)
 
+    def moved(self, tp: TopicPartition, position: Position) -> None:
+        """The partition moved past a gap (retention): what was read stays buffered; a replay whose
+        range is gone ends with what was read of it."""
+        state = self.states[tp]
+        if state.replay is not None and position.replay is None:
+            state.replay = None
+            if state.first >= 0:
+                self._detach(state, "replay")
+
     def stop(self) -> None:
         """Forget every buffer (after a revocation): the next owner replays from the records."""
         self.states.clear()

@@ -22,7 +22,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError
@@ -243,8 +243,8 @@ class Reader:
         """A position no longer exists (retention deleted it): continue at the earliest offset."""
         offsets: dict[Any, int] = dict(exc.args[0]) if exc.args and isinstance(exc.args[0], dict) else {}
         earliest = await consumer.beginning_offsets(list(offsets))
-        for tp, offset in offsets.items():
-            tp = TopicPartition(tp.topic, tp.partition)
+        for part, offset in offsets.items():
+            tp = TopicPartition(part.topic, part.partition)
             start = int(earliest.get(tp) or 0)
             if tp.topic == self.partials_name:
                 position = moved(Position(offset), start, _name(tp))
@@ -256,7 +256,10 @@ class Reader:
                     "%s: offset %d is past the end of the log; reading from %d", _name(tp), offset, start
                 )
                 position = Position(start)
-            self._seek(consumer, tp, position)
+            consumer.seek(tp, position.offset)
+            self.next[tp] = position.offset
+            if tp.topic != self.partials_name:
+                self.stage1.moved(tp, position)
 
 
 def _name(tp: TopicPartition) -> str:
@@ -277,6 +280,13 @@ def register(pulse: Pulse, stage1: Stage1, stage2: Stage2) -> Reader:
         reader.on_assigned(pulse.app.consumer_generation_id, owned)
 
     async def on_recovered(app: Any, *args: Any, **kwargs: Any) -> None:
+        # Faust sends this when a recovery loop finishes, even one that a newer assignment overtook:
+        # its "restore complete" then names the old assignment's tables. A newer assignment has
+        # already signalled its own recovery, which has not started yet: wait for that one.
+        recovery = cast(Any, pulse.app.tables).recovery  # the TableManager's (not in its ABC)
+        if recovery.signal_recovery_start.is_set():
+            log.info("ignoring the completion of a recovery that a newer assignment overtook")
+            return
         reader.on_recovered(pulse.app.consumer_generation_id)
 
     async def on_revoked(app: Any, *args: Any, **kwargs: Any) -> None:

@@ -1,7 +1,8 @@
 """Faust's Kafka transport with two fixes for the embedded Tansu broker, and broker security.
 
 Faust's consumer reads only the table changelogs (recovery and standbys); the hot path has its own
-reader (`agents.reader`). Both Tansu fixes apply to that changelog reading:
+reader (`agents.reader`). Both Tansu fixes apply to that changelog reading, and so does one fix of a
+Faust recovery crash (`_Consumer.seek_wait`):
 
 - Fetch wait: Faust asks the broker to hold an empty fetch for 1.5 s. Apache Kafka answers as soon
   as data arrives; Tansu holds the fetch for the full wait, which would add up to 1.5 s to every hop
@@ -43,6 +44,17 @@ class _Consumer(faust_aiokafka.Consumer):
 
     def _new_consumer_thread(self) -> Any:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def seek_wait(self, partitions: Mapping[TP, int | None]) -> None:
+        """Faust fix: a changelog offset Faust never looked up is read from the beginning.
+
+        When a rebalance lands while Faust's table recovery waits for its changelogs, the recovery
+        loop of the old assignment carries on with the new assignment's standby partitions, whose
+        offsets it has not built yet (None), and aiokafka's seek raises, which crashes the worker.
+        Reading such a changelog partition from its beginning is what Faust does for -1; the
+        recovery of the new assignment, which starts right after, seeks it properly.
+        """
+        await super().seek_wait({tp: 0 if offset is None else offset for tp, offset in partitions.items()})
 
     async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
         """Return the end offset of each partition (verified by a fetch on the embedded broker)."""
