@@ -2,8 +2,12 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
+# The bench peers (Quix Streams, Bytewax) need pydantic < 2.14: they get a venv of their own.
+# pipeline/bench_peers.py expects it at .venv-peers.
+PEERS_VENV := .venv-peers
+PEERS_BIN := $(PEERS_VENV)/bin
 
-.PHONY: install demo test lint unit rules bench clean
+.PHONY: install demo test lint unit rules bench peers clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +31,16 @@ test: lint
 unit: install
 	$(BIN)/pytest tests/unit
 
-bench: install
+$(PEERS_BIN)/.installed: bench-peers-constraints.txt
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_BIN)/pip install --quiet --upgrade pip
+	$(PEERS_BIN)/pip install --quiet -c bench-peers-constraints.txt quixstreams 'bytewax[kafka]' orjson
+	touch $@
+
+peers: $(PEERS_BIN)/.installed
+
+bench: install peers
 	$(BIN)/pulse bench
 
 clean:
-	rm -rf $(VENV) .pulse-data .pytest_cache .mypy_cache .ruff_cache test-artifacts
+	rm -rf $(VENV) $(PEERS_VENV) .pulse-data .pytest_cache .mypy_cache .ruff_cache test-artifacts

@@ -21,10 +21,18 @@ log = logging.getLogger(__name__)
 
 
 class ChangelogWriter:
-    """Write (or delete) table entries and return the delivery future of each changelog record."""
+    """Write (or delete) table entries and return the delivery future of each changelog record.
+
+    Records are serialized by the changelog topic's own codecs (`Topic.prepare_key`/`prepare_value`,
+    so Faust's recovery reads them back) and handed to the app's producer directly: a stage writes
+    thousands of cells a second, and Faust's `Topic.send` adds a message promise, sensors and
+    callbacks to each.
+    """
 
     def __init__(self, table: TableT[Any, Any]) -> None:
         self.table = table
+        self.topic = table.changelog_topic
+        self.topic_name = self.topic.get_topic_name()
 
     async def put(self, key: str | bytes, value: Any, partition: int) -> Awaitable[Any]:
         """Set `key` in memory and send it to changelog `partition`."""
@@ -34,7 +42,7 @@ class ChangelogWriter:
         key_partition = getattr(store, "_key_partition", None)
         if key_partition is not None:
             key_partition[key] = partition
-        return await self.table.changelog_topic.send(key=key, value=value, partition=partition)
+        return await self._send(key, self.topic.prepare_value(value, None)[0], partition)
 
     async def delete(self, key: str | bytes, partition: int) -> Awaitable[Any]:
         """Remove `key` in memory and send a tombstone to changelog `partition`."""
@@ -43,9 +51,13 @@ class ChangelogWriter:
         key_partition = getattr(store, "_key_partition", None)
         if key_partition is not None:
             key_partition.pop(key, None)
-        return await self.table.changelog_topic.send(
-            key=key, value=None, partition=partition, value_serializer="raw"
-        )
+        return await self._send(key, None, partition)
+
+    async def _send(self, key: str | bytes, value: bytes | None, partition: int) -> Awaitable[Any]:
+        key_bytes = self.topic.prepare_key(key, None)[0]
+        producer = self.table.app.producer
+        sent: Awaitable[Any] = await producer.send(self.topic_name, key_bytes, value, partition, None, None)
+        return sent
 
 
 REVOKE_GRACE_S = 4.0

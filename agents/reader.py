@@ -153,8 +153,8 @@ class Reader:
             enable_auto_commit=False,
             auto_offset_reset="none",  # a position that no longer exists is decided here, not reset
             fetch_max_wait_ms=int((wait if wait is not None else 0.5) * 1000),
-            max_partition_fetch_bytes=max(1 << 20, max_message + 4096),
-            fetch_max_bytes=16 << 20,
+            max_partition_fetch_bytes=max(4 << 20, max_message + 4096),
+            fetch_max_bytes=32 << 20,
             **client_security(self.pulse.config.broker),
         )
         self.consumer = consumer

@@ -8,6 +8,7 @@ pre-aggregates input partition p (stage 1) and owns every series whose key hashe
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -125,6 +126,22 @@ class Pulse:
     def is_ready(self) -> bool:
         """Whether the worker holds an assignment, recovered its state and reads its partitions."""
         return self.reader.reading()
+
+
+GC_THRESHOLDS = (50_000, 20, 100)
+"""Collect the youngest generation every 50,000 allocations instead of 700."""
+
+
+def tune_gc() -> None:
+    """Tune the garbage collector for a streaming worker (call once everything is built).
+
+    The hot path allocates short-lived tuples, lists and events by the million, which (nearly) never
+    form cycles; with the default thresholds the collector ran hundreds of times a second and took
+    12-20% of a benchmark run. `gc.freeze` moves what exists at start (modules, the app, tables)
+    out of the collector's way for good.
+    """
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def connect(signal: Any, receiver: Callable[..., Awaitable[None]]) -> None:

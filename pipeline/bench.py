@@ -8,6 +8,10 @@ requests, orders and errors), published twice: one event per message, and in env
 - faust_floor_eps: a Faust agent that does nothing per event, on the single-event messages;
 - pipeline_single_eps / pipeline_envelope_eps: the full pipeline (both stages) until stage 2 holds
   every event;
+- workers2_single_eps: two pipeline workers on the single-event messages, timed from the moment both
+  hold their assignment (a join barrier) until the sum of their totals reaches the published count;
+- quix_eps / bytewax_eps: the peers, a tumbling 60 s count on the same single-event messages (a Quix
+  Streams application and a Bytewax dataflow, run from their own virtual environment: `make bench`);
 - peak_rss_mb: the pipeline worker's peak resident memory;
 - alert_latency_s: from publishing events that cross a rule's threshold to the webhook notification
   received, through a real worker (`pipeline.bench_alerts`), one round per `--repeat`.
@@ -26,13 +30,14 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from pipeline import bench_alerts
 from pipeline.broker import EmbeddedBroker
-from pipeline.procs import child_env, free_port
+from pipeline.procs import child_env, free_port, spawn, stop
 from pipeline.simulate import Traffic
 from schemas.events import TOPIC_OF_TYPE
 
@@ -125,9 +130,10 @@ async def ceiling(bootstrap: str, topics: list[str], expect: int) -> float:
         await consumer.stop()
 
 
-def run_consumer(role: str, broker: EmbeddedBroker, prefix: str, expect: int, tag: str) -> dict[str, Any]:
-    """Run one measured Faust process (floor or pipeline) to completion; return its report."""
-    app_id = f"bench-{role}-{tag}"
+def _runner(
+    role: str, broker: EmbeddedBroker, prefix: str, expect: int, app_id: str
+) -> tuple[list[str], dict[str, str]]:
+    """The argv and environment of one measured process (the pipeline with its default settings)."""
     env = child_env(
         PULSE_BROKER_URL=broker.url,
         PULSE_EMBEDDED_BROKER="1",
@@ -136,7 +142,6 @@ def run_consumer(role: str, broker: EmbeddedBroker, prefix: str, expect: int, ta
         PULSE_WEB_PORT=str(free_port()),
         PULSE_DATA_DIR=os.path.join(".pulse-data", "bench"),
         PULSE_LOG_LEVEL="warning",
-        PULSE_FLUSH_INTERVAL="0.25",
     )
     argv = [
         sys.executable,
@@ -150,6 +155,12 @@ def run_consumer(role: str, broker: EmbeddedBroker, prefix: str, expect: int, ta
         "--topics",
         *(prefix + TOPIC_OF_TYPE[k] for k in TYPES),
     ]
+    return argv, env
+
+
+def run_consumer(role: str, broker: EmbeddedBroker, prefix: str, expect: int, tag: str) -> dict[str, Any]:
+    """Run one measured Faust process (floor or pipeline) to completion; return its report."""
+    argv, env = _runner(role, broker, prefix, expect, f"bench-{role}-{tag}")
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "report.json")
         done = subprocess.run([*argv, "--out", out], env=env, capture_output=True, timeout=900, check=False)
@@ -157,6 +168,87 @@ def run_consumer(role: str, broker: EmbeddedBroker, prefix: str, expect: int, ta
             with open(out, "rb") as report:
                 return dict(orjson.loads(report.read()))
     raise RuntimeError(f"bench {role} failed (exit {done.returncode}):\n{done.stderr.decode()[-3000:]}")
+
+
+BARRIER_TIMEOUT_S = 120.0
+STABLE_S = 1.0
+"""The partition split must hold this long before the clock starts (a group may rebalance twice)."""
+RUN_TIMEOUT_S = 300.0
+
+
+def run_workers(broker: EmbeddedBroker, prefix: str, expect: int, tag: str, workers: int = 2) -> float:
+    """Several pipeline workers of one group on the same messages; return the cluster's events/s.
+
+    The clock starts when every worker holds its share of the partitions (they wait at a barrier,
+    positioned, before reading) and stops at the moment the sum of their totals reaches `expect`.
+    """
+    argv, env = _runner("pipeline", broker, prefix, expect, f"bench-workers-{tag}")
+    with tempfile.TemporaryDirectory() as tmp:
+        barrier = Path(tmp)
+        logs = [(barrier / f"worker{i}.log").open("wb") for i in range(workers)]
+        procs = [
+            spawn(
+                [*argv, "--out", str(barrier / f"report{i}"), "--barrier", tmp],
+                env={**env, "PULSE_WEB_PORT": str(free_port())},
+                stdout=log.fileno(),
+                stderr=log.fileno(),
+            )
+            for i, log in enumerate(logs)
+        ]
+        try:
+            positioned = _await_barrier(barrier, procs, workers)
+            started = time.monotonic()
+            (barrier / "go").touch()
+            deadline = started + RUN_TIMEOUT_S
+            while time.monotonic() < deadline:
+                totals = [_read_json(f) for f in barrier.glob("total-*")]
+                if sum(t["total"] for t in totals) >= expect:
+                    again = {f.name: _read_json(f)["times"] for f in barrier.glob("ready-*")}
+                    if again != positioned:  # a rebalance during the run: say so, the figure is lower
+                        print(f"  note: the {workers} workers rebalanced during the run", file=sys.stderr)
+                    return float(expect / (max(t["at"] for t in totals) - started))
+                _check_alive(procs)
+                time.sleep(0.01)
+            raise RuntimeError(f"{workers} workers counted {totals} of {expect} within {RUN_TIMEOUT_S:.0f}s")
+        except RuntimeError as exc:
+            tails = [(barrier / f"worker{i}.log").read_text(errors="replace")[-3000:] for i in range(workers)]
+            raise RuntimeError(f"{exc}\n" + "\n---\n".join(tails)) from None
+        finally:
+            for proc in procs:
+                stop(proc)
+            for log in logs:
+                log.close()
+
+
+def _await_barrier(barrier: Path, procs: list[subprocess.Popen[bytes]], workers: int) -> dict[str, int]:
+    """Wait until every worker holds a disjoint share of the partitions, unchanged for STABLE_S."""
+    deadline = time.monotonic() + BARRIER_TIMEOUT_S
+    shares: dict[str, Any] = {}
+    since = (time.monotonic(), "")
+    while time.monotonic() < deadline:
+        shares = {f.name: _read_json(f) for f in barrier.glob("ready-*")}
+        held = [p for share in shares.values() for p in share["partitions"]]
+        split = len(shares) == workers and all(s["partitions"] for s in shares.values())
+        state = repr(sorted(shares.items())) if split and len(held) == len(set(held)) else ""
+        if state != since[1]:
+            since = (time.monotonic(), state)
+        elif state and time.monotonic() - since[0] >= STABLE_S:
+            return {name: share["times"] for name, share in shares.items()}
+        _check_alive(procs)
+        time.sleep(0.05)
+    raise RuntimeError(
+        f"the {workers} workers did not share the partitions within {BARRIER_TIMEOUT_S:.0f}s: {shares}"
+    )
+
+
+def _check_alive(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is not None:
+            raise RuntimeError(f"a bench worker exited with {proc.returncode}")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return dict(orjson.loads(path.read_bytes()))
 
 
 def run(settings: BenchSettings, echo: Any = print) -> dict[str, Any]:
@@ -173,6 +265,11 @@ def run(settings: BenchSettings, echo: Any = print) -> dict[str, Any]:
         topics_env = [env + TOPIC_OF_TYPE[k] for k in TYPES]
         runs: dict[str, list[float]] = {k: [] for k in _KEYS}
         rss: list[float] = []
+        from pipeline import bench_peers
+
+        peers_missing = bench_peers.peers_available()
+        if peers_missing is not None:
+            echo(f"peer rows skipped: {peers_missing}")
         for i in range(settings.repeat):
             runs["ceiling_eps"].append(asyncio.run(ceiling(broker.bootstrap, topics_single, settings.events)))
             runs["ceiling_envelope_eps"].append(
@@ -185,29 +282,31 @@ def run(settings: BenchSettings, echo: Any = print) -> dict[str, Any]:
             many = run_consumer("pipeline", broker, env, settings.events, f"e{i}")
             runs["pipeline_envelope_eps"].append(many["eps"])
             rss.extend((one["peak_rss_mb"], many["peak_rss_mb"]))
+            runs["workers2_single_eps"].append(run_workers(broker, single, settings.events, f"{i}"))
+            if peers_missing is None:
+                for peer in ("quix", "bytewax"):
+                    runs[f"{peer}_eps"].append(
+                        bench_peers.measure(peer, broker.bootstrap, topics_single, settings.events)
+                    )
             echo(
                 f"  pipeline 1/msg: {one['seconds']:.2f}s, {one['peak_rss_mb']} MB; "
                 f"envelopes: {many['seconds']:.2f}s, {many['peak_rss_mb']} MB"
             )
-            echo(f"run {i + 1}/{settings.repeat}: " + ", ".join(f"{k}={v[-1]:,.0f}" for k, v in runs.items()))
+            echo(
+                f"run {i + 1}/{settings.repeat}: "
+                + ", ".join(f"{k}={v[-1]:,.0f}" for k, v in runs.items() if v)
+            )
         latencies = bench_alerts.measure(broker, settings.repeat, settings.partitions, echo)
-    result: dict[str, Any] = {k: round(statistics.median(v)) for k, v in runs.items()}
+    result: dict[str, Any] = {k: round(statistics.median(v)) if v else None for k, v in runs.items()}
     result["alert_latency_s"] = round(statistics.median(latencies), 2)
     result["alert_latency_max_s"] = round(max(latencies), 2)
     result["peak_rss_mb"] = max(rss)
-    result["single_vs_floor"] = round(
-        statistics.median(
-            s / f for s, f in zip(runs["pipeline_single_eps"], runs["faust_floor_eps"], strict=True)
-        ),
-        3,
-    )
-    result["envelope_vs_ceiling"] = round(
-        statistics.median(
-            e / c for e, c in zip(runs["pipeline_envelope_eps"], runs["ceiling_eps"], strict=True)
-        ),
-        3,
-    )
-    result["targets_met"] = result["single_vs_floor"] >= 0.8 and result["envelope_vs_ceiling"] >= 0.25
+    result["single_vs_floor"] = _median_ratio(runs["pipeline_single_eps"], runs["faust_floor_eps"])
+    result["envelope_vs_ceiling"] = _median_ratio(runs["pipeline_envelope_eps"], runs["ceiling_eps"])
+    result["workers2_vs_single"] = _median_ratio(runs["workers2_single_eps"], runs["pipeline_single_eps"])
+    result["single_vs_quix"] = _median_ratio(runs["pipeline_single_eps"], runs["quix_eps"])
+    result["single_vs_bytewax"] = _median_ratio(runs["pipeline_single_eps"], runs["bytewax_eps"])
+    result["targets_met"] = targets_met(result)
     result["events"] = settings.events
     result["envelope"] = settings.envelope
     result["repeat"] = settings.repeat
@@ -222,7 +321,33 @@ _KEYS = (
     "faust_floor_eps",
     "pipeline_single_eps",
     "pipeline_envelope_eps",
+    "workers2_single_eps",
+    "quix_eps",
+    "bytewax_eps",
 )
+
+TARGETS = {
+    "single_vs_floor": 10.0,
+    "single_vs_quix": 3.0,
+    "single_vs_bytewax": 1.2,
+    "envelope_vs_ceiling": 0.6,
+    "workers2_vs_single": 1.5,
+}
+"""Each ratio must reach at least this (medians of the per-run ratios); a peer not measured fails."""
+MAX_RSS_MB = 250.0
+MAX_ALERT_LATENCY_S = 1.2
+
+
+def _median_ratio(numerators: list[float], denominators: list[float]) -> float | None:
+    if not numerators or not denominators:
+        return None
+    return round(statistics.median(a / b for a, b in zip(numerators, denominators, strict=True)), 3)
+
+
+def targets_met(result: dict[str, Any]) -> bool:
+    """Whether every throughput ratio, the memory and the alert latency meet their targets."""
+    ratios = all(result.get(k) is not None and result[k] >= v for k, v in TARGETS.items())
+    return ratios and result["peak_rss_mb"] <= MAX_RSS_MB and result["alert_latency_s"] <= MAX_ALERT_LATENCY_S
 
 
 async def _create(broker: EmbeddedBroker, single: str, env: str, partitions: int) -> None:
@@ -240,30 +365,50 @@ async def _create(broker: EmbeddedBroker, single: str, env: str, partitions: int
 
 def table(result: dict[str, Any]) -> str:
     """Render the figures as a plain-text table."""
+
+    def ratio(key: str, of: str) -> str:
+        value = result.get(key)
+        shown = "not measured" if value is None else f"{value:.2f}"
+        return f"{shown} x {of} (target >= {TARGETS[key]:g})"
+
     rows = [
         ("raw ceiling (getmany + orjson), 1 event/msg", result["ceiling_eps"], ""),
         ("raw ceiling, envelopes", result["ceiling_envelope_eps"], ""),
         ("Faust floor (empty agent), 1 event/msg", result["faust_floor_eps"], ""),
+        ("Quix Streams, tumbling 60 s count, 1 event/msg", result.get("quix_eps"), ""),
+        ("Bytewax, tumbling 60 s count, 1 event/msg", result.get("bytewax_eps"), ""),
         (
             "pipeline, 1 event/msg",
             result["pipeline_single_eps"],
-            f"{result['single_vs_floor']:.2f} x floor (target >= 0.80)",
+            "; ".join(
+                (
+                    ratio("single_vs_floor", "floor"),
+                    ratio("single_vs_quix", "Quix"),
+                    ratio("single_vs_bytewax", "Bytewax"),
+                )
+            ),
         ),
         (
             f"pipeline, envelopes of {result['envelope']}",
             result["pipeline_envelope_eps"],
-            f"{result['envelope_vs_ceiling']:.2f} x ceiling (target >= 0.25)",
+            ratio("envelope_vs_ceiling", "1 event/msg ceiling"),
+        ),
+        (
+            "pipeline, 2 workers, 1 event/msg",
+            result.get("workers2_single_eps"),
+            ratio("workers2_vs_single", "1 worker"),
         ),
     ]
     width = max(len(r[0]) for r in rows)
     lines = [f"{'measurement':<{width}}  {'events/s':>10}  ratio", "-" * (width + 40)]
-    for name, eps, ratio in rows:
-        lines.append(f"{name:<{width}}  {eps:>10,}  {ratio}")
-    lines.append(f"peak RSS of the pipeline worker: {result['peak_rss_mb']} MB")
+    for name, eps, note in rows:
+        shown = "-" if eps is None else f"{eps:,}"
+        lines.append(f"{name:<{width}}  {shown:>10}  {note}")
+    lines.append(f"peak RSS of the pipeline worker: {result['peak_rss_mb']} MB (target <= {MAX_RSS_MB:g})")
     lines.append(
         f"alert latency (events published -> webhook notification received, rules every "
         f"{bench_alerts.RULES_INTERVAL_S:g}s, group_wait 0s): median {result['alert_latency_s']:.2f}s, "
-        f"max {result['alert_latency_max_s']:.2f}s"
+        f"max {result['alert_latency_max_s']:.2f}s (target: median <= {MAX_ALERT_LATENCY_S:g}s)"
     )
     lines.append(
         f"{result['events']} events, median of {result['repeat']} runs, "

@@ -4,9 +4,9 @@ It writes one JSON object to --out: first/last event times (monotonic), events, 
 Timing starts at the first event the consumer sees, so group joins and recovery are not counted.
 
 With `--barrier DIR` (several pipeline workers measured together) a worker does not read before the
-bench says so: once positioned it writes `DIR/ready-<pid>` with its partitions and waits for
-`DIR/go`; it keeps `DIR/total-<pid>` up to date with the events its series hold and the monotonic
-time that total was reached. The bench sums the totals of all workers.
+bench says so: once positioned it writes `DIR/ready-<pid>` with its partitions (and how many times it
+was positioned) and waits for `DIR/go`; it keeps `DIR/total-<pid>` up to date with the events its
+series hold and the monotonic time that total was reached. The bench sums the totals of all workers.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def run_pipeline(args: argparse.Namespace) -> None:
     """The full pipeline; done when stage 2 holds every event in its totals."""
     from faust.worker import Worker
 
-    from pipeline.app import Pulse
+    from pipeline.app import Pulse, tune_gc
     from pipeline.config import load_config
     from pipeline.topics import ensure_topics
 
@@ -120,16 +120,25 @@ def run_pipeline(args: argparse.Namespace) -> None:
         if total >= args.expect:
             _report("pipeline", first, time.monotonic(), total)
 
-    Worker(pulse.app, loglevel="warn", quiet=True, redirect_stdouts=False).execute_from_commandline()
+    runner = Worker(pulse.app, loglevel="warn", quiet=True, redirect_stdouts=False)
+    runner.spinner = None  # as `pulse worker` does (see pipeline/cli.py)
+    tune_gc()
+    runner.execute_from_commandline()
 
 
 async def _barrier(directory: Path, partitions: frozenset[int], current: Callable[[], bool]) -> None:
     """Say which partitions this worker holds, then wait for the bench's go (or a new rebalance)."""
-    _write(directory / f"ready-{os.getpid()}", {"partitions": sorted(partitions)})
+    ready = directory / f"ready-{os.getpid()}"
+    times = _read(ready).get("times", 0) + 1 if ready.exists() else 1
+    _write(ready, {"partitions": sorted(partitions), "times": times})
     while not (directory / "go").exists():
         if not current():
             return
         await asyncio.sleep(0.01)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    return dict(orjson.loads(path.read_bytes()))
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:

@@ -53,7 +53,7 @@ def worker() -> None:
             timer.start()
             super()._schedule_shutdown(signal)
 
-    from pipeline.app import Pulse
+    from pipeline.app import Pulse, tune_gc
     from pipeline.topics import ensure_topics
 
     logging.basicConfig(level=config.worker.log_level.upper())
@@ -66,9 +66,14 @@ def worker() -> None:
     sys.argv = [sys.argv[0], "worker"]
     from pipeline.logs import logging_config
 
-    GuardedWorker(
+    runner = GuardedWorker(
         pulse.app, loglevel=level, quiet=True, redirect_stdouts=False, logging_config=logging_config(config)
-    ).execute_from_commandline()
+    )
+    # Faust's terminal spinner sets the root logger to DEBUG (to spin on every record) whenever the
+    # level is WARNING or above: every debug call of aiokafka and Faust would then build a record.
+    runner.spinner = None
+    tune_gc()
+    runner.execute_from_commandline()
 
 
 @main.command()

@@ -21,7 +21,7 @@ from tests.integration.test_exactness import (
     check_totals,
     check_windows,
     owned_series,
-    total_count,
+    wait_counted,
 )
 
 pytestmark = pytest.mark.integration
@@ -79,22 +79,12 @@ def check_catalogue(series: dict[str, dict[str, Any]], events: list[tuple[str, A
 
 
 def settle(cluster: Cluster, events: list[tuple[str, dict[str, Any]]]) -> None:
-    """Wait until stage 2 holds every event, then check that nothing more arrives."""
-    expected = counted_events(events)
-    counts: list[int] = []
-
-    def arrived() -> bool:
-        counts.append(total_count(cluster))
-        return counts[-1] >= expected
-
+    """Wait until stage 2 holds every event and nothing more can arrive; on a miscount, say which series."""
     try:
-        wait_until(arrived, 120, what=f"{expected} events in stage 2")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; counted {counts[-3:]}") from None
-    time.sleep(2)  # a straggling duplicate would show now
-    if total_count(cluster) != expected:
+        wait_counted(cluster, counted_events(events))
+    except AssertionError:
         check_totals(owned_series(cluster, int(time.time() * 1000)), events)  # which series, by how much
-    assert total_count(cluster) == expected
+        raise
 
 
 def check_all(cluster: Cluster, events: list[tuple[str, dict[str, Any]]], at_ms: int) -> None:

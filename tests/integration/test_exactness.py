@@ -124,6 +124,29 @@ def total_count(cluster: Cluster) -> int:
     return count
 
 
+def wait_counted(cluster: Cluster, expected: int, timeout: float = 120) -> None:
+    """Wait until stage 2 holds `expected` events, then prove that nothing more arrives.
+
+    Fails at once, saying so, when more than `expected` are counted; on a timeout it says how many
+    were counted, so a worker that made no progress is told apart from one that counted too many.
+    """
+    seen: list[int] = []
+
+    def arrived() -> bool:
+        seen.append(total_count(cluster))
+        if seen[-1] > expected:
+            raise AssertionError(f"counted {seen[-1]} events, more than the {expected} published")
+        return seen[-1] == expected
+
+    try:
+        wait_until(arrived, timeout, what=f"{expected} events in stage 2")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; counted so far: {seen[-5:]}") from None
+    cluster.wait_quiet()
+    final = total_count(cluster)
+    assert final == expected, f"counted {final} events once everything was read, not {expected}"
+
+
 def test_two_workers_match_ground_truth_and_export_each_series_once(cluster: Cluster) -> None:
     first = cluster.add_worker()
     second = cluster.add_worker()
@@ -138,10 +161,9 @@ def test_two_workers_match_ground_truth_and_export_each_series_once(cluster: Clu
     half = len(events) // 2
     cluster.publish_events(events[:half])
     cluster.publish_events(events[half:], envelope=50)
-    wait_until(lambda: total_count(cluster) == len(events), 90, what="all events in stage 2")
+    wait_counted(cluster, len(events))
     at_ms = now + 1_000
     series = owned_series(cluster, at_ms)
     check_totals(series, events)
     check_windows(series, events, at_ms)
     check_metrics_counted_once(cluster, events)
-    assert total_count(cluster) == len(events), "counted more than once"
