@@ -91,7 +91,12 @@ class Reader:
         self.lifecycle.revoked()
         self.ready_since = None
         self.wake.set()
-        await self.parked.wait()
+        try:  # the batch in hand is finished first; a fetch or seek stuck on the broker is not waited for
+            await asyncio.wait_for(self.parked.wait(), grace)
+        except TimeoutError:
+            log.warning(
+                "the reader did not stop within %.0fs at %s; what it does next is not written", grace, at
+            )
         await self.stage2.write()
         await drain(self.stage1.inflight(), "stage-1 flushes", at, grace)
         await drain(self.stage2.inflight(), "cell writes", at, grace)
@@ -178,8 +183,8 @@ class Reader:
                 await asyncio.sleep(RETRY_S)
             return
         if phase is not Phase.READING or not self.next:  # idle, or nothing owned
-            if phase is not Phase.READING and consumer.assignment():
-                consumer.assign([])
+            if phase is not Phase.READING and self.next:
+                _stop_fetching(consumer)
                 self.next.clear()
             self.parked.set()
             self.wake.clear()
@@ -209,7 +214,8 @@ class Reader:
             else:
                 self.stage1.take(tp, records)
         await self.stage1.after_batch()
-        await self.stage2.after_batch()
+        if lifecycle.current(generation):  # (stage 1 may have waited for its deliveries)
+            await self.stage2.after_batch()
 
     async def _position(self, consumer: AIOKafkaConsumer, generation: int) -> None:
         partitions = sorted(self.lifecycle.partitions)
@@ -217,7 +223,10 @@ class Reader:
         tps += [TopicPartition(self.partials_name, p) for p in partitions]
         plans = {tp: self.stage1.plan(tp) for tp in tps if tp.topic != self.partials_name}
         plans.update({tp: self.stage2.plan(tp.partition) for tp in tps if tp.topic == self.partials_name})
-        consumer.assign(tps)
+        if not tps:  # more workers than partitions
+            _stop_fetching(consumer)
+        else:
+            consumer.assign(tps)
         earliest = await consumer.beginning_offsets(tps) if tps else {}
         if not self.lifecycle.current(generation):
             return
@@ -260,6 +269,15 @@ class Reader:
             self.next[tp] = position.offset
             if tp.topic != self.partials_name:
                 self.stage1.moved(tp, position)
+
+
+def _stop_fetching(consumer: AIOKafkaConsumer) -> None:
+    """Pause every assigned partition (the next positioning assigns anew).
+
+    Not `assign([])`: an aiokafka consumer left with an empty assignment raises CancelledError from
+    stop() (aiokafka 0.14).
+    """
+    consumer.pause(*consumer.assignment())
 
 
 def _name(tp: TopicPartition) -> str:

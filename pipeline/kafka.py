@@ -68,6 +68,11 @@ async def true_highwaters(
     broker: Any, answered: Mapping[TP, int], security: Mapping[str, Any] | None = None
 ) -> dict[TP, int]:
     """Fetch from each answered end offset and return the high-water marks the fetches carry."""
+    if not answered:
+        # Nothing to check (no active changelog partition). A consumer whose assignment is empty
+        # raises CancelledError from stop() (aiokafka 0.14), which would end Faust's recovery task
+        # for good: the worker would never recover a later assignment.
+        return {}
     from aiokafka import AIOKafkaConsumer
     from aiokafka.structs import TopicPartition
 

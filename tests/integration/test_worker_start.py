@@ -13,7 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from pipeline.app import Pulse, faust_settings
 from pipeline.config import load_config
-from tests.helpers import Cluster
+from tests.helpers import Cluster, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -93,3 +93,29 @@ def test_bad_config_names_the_variable_and_the_fix(cluster: Cluster) -> None:
     assert done.returncode != 0
     assert "PULSE_WEB_PORT" in done.stderr.decode()
     assert "Traceback" not in done.stderr.decode()
+
+
+def test_a_worker_that_joined_with_nothing_to_own_takes_over_when_the_owner_leaves(cluster: Cluster) -> None:
+    # More workers than partitions: the second worker's first assignment holds no partition (only
+    # standby changelogs). It must still recover and read once the owner leaves. (An aiokafka consumer
+    # left with an empty assignment used to end Faust's recovery task for good.)
+    cluster.partitions = 1
+    owner = cluster.add_worker()
+    spare = cluster.add_worker(wait=False)
+    wait_until(lambda: spare.detailed()["state"]["ready"], 60, what="the spare to be ready, owning nothing")
+    assert spare.detailed()["kafka"]["partitions"] == []
+    cluster.publish_events([("request", _request("/before"))])
+    owner.stop()
+    cluster.workers.remove(owner)
+    spare.wait_healthy(60)
+    cluster.publish_events([("request", _request("/after"))])
+
+    def routes() -> set[str]:
+        return {s["labels"]["route"] for s in spare.series()["series"] if s["kind"] == "http"}
+
+    found = wait_until(lambda: routes() >= {"/before", "/after"} and routes(), 30, what="both events")
+    assert found == {"/before", "/after"}
+
+
+def _request(route: str) -> dict[str, object]:
+    return {"service": "api", "method": "GET", "route": route, "status_code": 200, "duration_ms": 5.0}
