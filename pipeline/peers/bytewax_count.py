@@ -28,13 +28,12 @@ Exit status 0 when the window counts sum to --expect, 1 otherwise, 3 on the hard
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import peer_common  # this directory (see peer_common)
 
 WINDOW = timedelta(seconds=60)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -92,26 +91,9 @@ class Counter:
         }
 
 
-def _watchdog(seconds: float) -> None:
-    """Hard timeout: end the process, whatever it is doing, after `seconds`."""
-
-    def fire() -> None:
-        print(f"bytewax_count: hard timeout after {seconds:g}s", file=sys.stderr, flush=True)
-        os._exit(3)
-
-    timer = threading.Timer(seconds, fire)
-    timer.daemon = True
-    timer.start()
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command line."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--bootstrap", required=True, help="host:port[,host:port...]")
-    parser.add_argument("--topics", nargs="+", required=True)
-    parser.add_argument("--expect", type=int, required=True, help="events in the topics")
-    parser.add_argument("--out", required=True, help="file that receives the one-line JSON report")
-    parser.add_argument("--timeout", type=float, default=600.0, help="hard timeout, seconds")
+    parser: argparse.ArgumentParser = peer_common.parser(__doc__ or "")
     return parser.parse_args(argv)
 
 
@@ -152,18 +134,12 @@ def build_flow(args: argparse.Namespace, counter: Counter) -> Any:
 def main(argv: list[str] | None = None) -> int:
     """Run the dataflow to the end of the input; write the report."""
     args = parse_args(argv)
-    _watchdog(args.timeout)
+    peer_common.watchdog("bytewax_count", args.timeout)
     from bytewax.run import cli_main
 
     counter = Counter(args.expect)
     cli_main(build_flow(args, counter), workers_per_process=1)
-    report = counter.report()
-    with open(args.out, "w", encoding="utf-8") as out:
-        out.write(json.dumps(report) + "\n")
-    if report["events"] != args.expect:
-        print(f"bytewax_count: counted {report['events']} events, expected {args.expect}", file=sys.stderr)
-        return 1
-    return 0
+    return int(peer_common.finish("bytewax_count", counter.report(), args.out, args.expect))
 
 
 if __name__ == "__main__":

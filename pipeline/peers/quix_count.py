@@ -34,7 +34,6 @@ Exit status 0 when the window counts sum to --expect, 1 otherwise, 3 on the hard
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -43,6 +42,8 @@ import time
 import uuid
 from datetime import timedelta
 from typing import Any
+
+import peer_common  # this directory (see peer_common)
 
 WINDOW = timedelta(seconds=60)
 # The bench's events are stamped within 30 s and published in random order, so a window still
@@ -162,26 +163,9 @@ def _idle_stop(counter: Counter, stop: Any, idle_s: float = IDLE_S) -> None:
     threading.Thread(target=watch, name="idle-stop", daemon=True).start()
 
 
-def _watchdog(seconds: float) -> None:
-    """Hard timeout: end the process, whatever it is doing, after `seconds`."""
-
-    def fire() -> None:
-        print(f"quix_count: hard timeout after {seconds:g}s", file=sys.stderr, flush=True)
-        os._exit(3)
-
-    timer = threading.Timer(seconds, fire)
-    timer.daemon = True
-    timer.start()
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command line."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--bootstrap", required=True, help="host:port[,host:port...]")
-    parser.add_argument("--topics", nargs="+", required=True)
-    parser.add_argument("--expect", type=int, required=True, help="events in the topics")
-    parser.add_argument("--out", required=True, help="file that receives the one-line JSON report")
-    parser.add_argument("--timeout", type=float, default=600.0, help="hard timeout, seconds")
+    parser: argparse.ArgumentParser = peer_common.parser(__doc__ or "")
     parser.add_argument("--repartition", action="store_true", help="key with group_by (repartition topic)")
     return parser.parse_args(argv)
 
@@ -189,7 +173,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the application until every expected event is counted; write the report."""
     args = parse_args(argv)
-    _watchdog(args.timeout)
+    peer_common.watchdog("quix_count", args.timeout)
     from quixstreams import Application
     from quixstreams.context import message_context
 
@@ -215,13 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             sdf.update(counter.window_update, metadata=True)
         _idle_stop(counter, app.stop)
         app.run()
-    report = counter.report()
-    with open(args.out, "w", encoding="utf-8") as out:
-        out.write(json.dumps(report) + "\n")
-    if report["events"] != args.expect:
-        print(f"quix_count: counted {report['events']} events, expected {args.expect}", file=sys.stderr)
-        return 1
-    return 0
+    return int(peer_common.finish("quix_count", counter.report(), args.out, args.expect))
 
 
 if __name__ == "__main__":

@@ -38,8 +38,10 @@ def _venv(tmp_path: Path, stamp: bool = True) -> Path:
     return venv
 
 
-def _load(name: str) -> ModuleType:
-    """Import a peer program by path: its module level needs neither quixstreams nor bytewax."""
+def _load(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """Import a peer program by path, as it runs (its directory first on sys.path): its module level
+    needs neither quixstreams nor bytewax."""
+    monkeypatch.syspath_prepend(str(bench_peers.PEERS_DIR))
     spec = importlib.util.spec_from_file_location(f"peer_{name}", bench_peers.PEERS_DIR / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -152,8 +154,8 @@ def test_stderr_tail() -> None:
     assert stderr_tail(b"x" * 10 + b"the end\n", limit=7) == "the end"
 
 
-def test_quix_report_sums_partitions_into_windows() -> None:
-    quix = _load("quix_count")
+def test_quix_report_sums_partitions_into_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    quix = _load("quix_count", monkeypatch)
     counter = quix.Counter(10, lambda: None)
     counter.cells = {("requests", 0, 60_000): 3, ("requests", 1, 60_000): 2, ("orders", 0, 120_000): 5}
     counter.total, counter.updates = 10, 10
@@ -163,8 +165,8 @@ def test_quix_report_sums_partitions_into_windows() -> None:
     assert report.eps == 20.0
 
 
-def test_bytewax_counter_reads_event_time_and_windows() -> None:
-    bytewax = _load("bytewax_count")
+def test_bytewax_counter_reads_event_time_and_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    bytewax = _load("bytewax_count", monkeypatch)
     counter = bytewax.Counter(3)
     assert counter.timestamp(("t", {"ts": 90_500})) == datetime(1970, 1, 1, 0, 1, 30, 500_000, tzinfo=UTC)
     assert counter.first > 0
