@@ -4,9 +4,11 @@ The partials topic is keyed by series owner, so partition p carries exactly the 
 p; the reader (`agents.reader`) hands over its batches. Cells are merged in memory by
 `pipeline.cells.apply_block`, which skips what a cell already applied, and written to the `cells`
 table (changelog partition p) in coalesced batches; the last partials offset whose cells are durable
-is recorded with them (`agents.positions`). `SeriesView` indexes the cells of the owned partitions for
-readers (metrics, API, rules). On the clock, between batches: cell writes, rule evaluation (once a
-partition has caught up with its partials after an assignment) and pane expiry.
+is recorded after them in the same changelog partition (`agents.positions`), so any prefix of that
+log that a recovery reads holds cells at least as new as the position it holds. `SeriesView`
+indexes the cells of the owned partitions for readers (metrics, API, rules). On the clock, between
+batches: cell writes, rule evaluation (once a partition has caught up with its partials after an
+assignment) and pane expiry.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from aiokafka import TopicPartition
 from agents.durable import ChangelogWriter, crash
 from agents.positions import Position, ResumePlan, applied_key, partials_plan
 from pipeline.aggregates import loads_block_series
-from pipeline.cells import Retention, SeriesState, apply_block, group_cells, split_cell_key
+from pipeline.cells import Retention, SeriesState, apply_block, group_cells, is_cell_key, split_cell_key
 from pipeline.series import owner
 
 if TYPE_CHECKING:
@@ -61,7 +63,9 @@ class SeriesView:
         items = (
             (key, cell)
             for key, cell in list(self.pulse.cells.data.items())
-            if cell is not None and owner(split_cell_key(key)[0], self.partitions) in active
+            if cell is not None
+            and is_cell_key(key)
+            and owner(split_cell_key(key)[0], self.partitions) in active
         )
         self._states = group_cells(items)
         self._by_partition = {}
@@ -128,7 +132,9 @@ class Stage2:
     blocks in that time is written once.
     """
 
-    WRITE_EVERY_S = 0.1
+    WRITE_EVERY_S = 1.0
+    """Readers see cells at once (in memory); the interval only bounds what a crash makes stage 2
+    re-apply, and how much changelog a recovery reads (every write of a cell is a record)."""
     WRITE_MAX_PENDING = 500
 
     def __init__(self, pulse: Pulse) -> None:
@@ -141,7 +147,6 @@ class Stage2:
         self.partials_name = pulse.partials_name
         self.view = SeriesView(pulse)
         self.writer = ChangelogWriter(pulse.cells)
-        self.positions = ChangelogWriter(pulse.flushlog)
         self.last_expiry: dict[int, float] = {}
         self.last_tick_ms: dict[int, int] = {}
         self.dirty: dict[str, int] = {}
@@ -161,7 +166,7 @@ class Stage2:
 
     def plan(self, partition: int) -> ResumePlan:
         """Where a partials partition resumes: after the last offset whose cells are durable."""
-        recorded = self.pulse.flushlog.get(applied_key(partition))
+        recorded = self.pulse.cells.get(applied_key(partition))
         return partials_plan(None if recorded is None else int(recorded))
 
     def start(self, partition: int, position: Position) -> None:
@@ -301,7 +306,7 @@ class Stage2:
         if sends:
             await asyncio.gather(*sends)
         marks = [
-            await self.positions.put(applied_key(partition), offset, partition)
+            await self.writer.put(applied_key(partition), offset, partition)
             for partition, offset in positions.items()
         ]
         if marks:

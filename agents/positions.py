@@ -2,15 +2,17 @@
 
 o4o-pulse reads two kinds of partitions with its own consumer (`agents.reader`): the input
 partitions (`events.*`, stage 1) and the partials partitions (stage 2). Kafka's committed offsets play
-no part: each stage records its own progress in the `flushlog` table, in the same changelog batch as
-the state it describes, and this module turns those records into a position after every assignment.
+no part: each stage records its own progress in a table, ordered after the state it describes, and
+this module turns those records into a position after every assignment.
 
 - Input partition (stage 1): the record is the offset range of the last flush, written durably *before*
   any partial of that range is sent. Resuming replays exactly that range as one flush, so its partials
   are identical duplicates that stage 2 skips, and continues after it. A partition without a record has
   never been flushed: it starts at the beginning of its log (so nothing it holds is skipped, whatever
   any consumer group committed).
-- Partials partition (stage 2): the record is the last partials offset whose cells are durable.
+- Partials partition (stage 2): the record is the last partials offset whose cells are durable, kept
+  in the `cells` table itself, after those cells in the same changelog partition: whatever prefix of
+  that log a recovery reads, the cells it holds are at least as new as the position it holds.
   Resuming starts just after it; cells skip what they already applied. No record: the log's start.
 
 Retention can delete a recorded position; the partition then resumes at its earliest offset, and a
@@ -73,7 +75,7 @@ def guard_key(partition: int) -> str:
 
 
 def applied_key(partition: int) -> str:
-    """Flushlog key of the last partials offset whose cells are durable, per partials partition."""
+    """Cells-table key of the last partials offset whose cells are durable, per partials partition."""
     return f"applied:{partition}"
 
 

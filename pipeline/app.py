@@ -163,7 +163,10 @@ def faust_settings(config: Config) -> dict[str, Any]:
         "datadir": str(Path(config.worker.data_dir) / config.app_id),
         "consumer_auto_offset_reset": "earliest",
         "stream_wait_empty": False,
-        "table_standby_replicas": 1,
+        # Standby replicas would replay every other worker's changelogs for nothing: with the memory
+        # store, Faust recovers a newly active partition from the start of its changelog anyway, and
+        # drops standby keys when a recovery completes.
+        "table_standby_replicas": 0,
         "web_router_enabled": False,
         "web_tables_enabled": False,
         "producer_max_request_size": max(config.ingest.max_message_bytes * 2, 1_048_576),

@@ -42,6 +42,12 @@ def cell_key(series: str, res: str, rest: object = "") -> str:
     return f"{series}{SEP}{res}{rest}"
 
 
+def is_cell_key(key: str) -> bool:
+    """Whether a key of the cells table is a cell (series keys are JSON arrays; stage 2 also keeps
+    its applied partials position there, under a plain key)."""
+    return key[:1] == "["
+
+
 def split_cell_key(key: str) -> tuple[str, str, str]:
     """Return (series key, resolution letter, rest) of a cell key.
 

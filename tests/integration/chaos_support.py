@@ -458,7 +458,7 @@ def wait_quiet(
 
     Consumer lag (from the worker's own view of the high-water marks) must be 0 as well; it is the
     weaker check, since a worker's high-water mark is only as fresh as its last fetch.
-    Stage-2 cell writes (every 100 ms) only make the cells durable; they do not change what is served.
+    Stage-2 cell writes (every second) only make the cells durable; they do not change what is served.
     """
     deadline = time.monotonic() + timeout
     last: Any = "nothing observed yet"
