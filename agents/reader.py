@@ -29,6 +29,7 @@ from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
 from agents.durable import REVOKE_GRACE_S, SHUTDOWN_GRACE_S, drain
 from agents.positions import Lifecycle, Phase, Position, moved, resolve
+from pipeline.config import BrokerConfig
 from pipeline.kafka import client_security
 
 if TYPE_CHECKING:
@@ -67,6 +68,8 @@ class Reader:
         self.last_fetch_ok: float | None = None
         self.ready_since: float | None = None
         """Wall time reading started after the last assignment (None while not reading)."""
+        self.assigned_at = 0.0
+        self.settle_s = settle_time(pulse.config.broker)
         self.before_reading: Callable[[frozenset[int], Callable[[], bool]], Awaitable[None]] | None = None
         """Awaited once positioned, before reading starts (`pulse bench` holds several workers there
         until all hold their assignment); it gets the partitions and whether they are still current."""
@@ -76,6 +79,7 @@ class Reader:
     def on_assigned(self, group_generation: int, partitions: frozenset[int]) -> None:
         """The group assigned `partitions`; wait for their tables' recovery."""
         self.lifecycle.assigned(group_generation, partitions)
+        self.assigned_at = time.monotonic()
         self.ready_since = None
         log.info(
             "assigned partitions %s (generation %d); recovering tables", sorted(partitions), group_generation
@@ -91,6 +95,8 @@ class Reader:
         self.lifecycle.revoked()
         self.ready_since = None
         self.wake.set()
+        # One deadline for the whole handler: the group waits for it (up to its rebalance timeout).
+        deadline = time.monotonic() + grace
         try:  # the batch in hand is finished first; a fetch or seek stuck on the broker is not waited for
             await asyncio.wait_for(self.parked.wait(), grace)
         except TimeoutError:
@@ -98,8 +104,8 @@ class Reader:
                 "the reader did not stop within %.0fs at %s; what it does next is not written", grace, at
             )
         await self.stage2.write()
-        await drain(self.stage1.inflight(), "stage-1 flushes", at, grace)
-        await drain(self.stage2.inflight(), "cell writes", at, grace)
+        await drain(self.stage1.inflight(), "stage-1 flushes", at, max(deadline - time.monotonic(), 0.1))
+        await drain(self.stage2.inflight(), "cell writes", at, max(deadline - time.monotonic(), 0.1))
         self.stage1.stop()
         self.stage2.stop()
 
@@ -234,11 +240,20 @@ class Reader:
         for tp in tps:
             position = resolve(plans[tp], int(earliest.get(tp) or 0), _name(tp))
             self._seek(consumer, tp, position)
+        await self._settle(generation)
         if self.before_reading is not None:
             await self.before_reading(self.lifecycle.partitions, lambda: self.lifecycle.current(generation))
         if self.lifecycle.positioned(generation):
             self.ready_since = time.time()
             log.info("reading partitions %s of %d topics", partitions, len(self.input_topics) + 1)
+
+    async def _settle(self, generation: int) -> None:
+        """Start reading no sooner than `settle_s` after the assignment (see `settle_time`)."""
+        while self.lifecycle.current(generation):
+            left = self.assigned_at + self.settle_s - time.monotonic()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left, 0.05))
 
     def _seek(self, consumer: AIOKafkaConsumer, tp: TopicPartition, position: Position) -> None:
         consumer.seek(tp, position.offset)
@@ -269,6 +284,23 @@ class Reader:
             self.next[tp] = position.offset
             if tp.topic != self.partials_name:
                 self.stage1.moved(tp, position)
+
+
+def settle_time(broker: BrokerConfig) -> float:
+    """How long after an assignment the reader waits before it reads (0 on Apache Kafka).
+
+    Kafka's rebalance protocol revokes every member's partitions before it hands out new ones. The
+    embedded Tansu broker does not always wait for the members of the previous generation: when a
+    worker joins right after a rebalance, Tansu can complete the next generation while a member of
+    the last one has just been assigned and does not know yet (it learns at its next heartbeat).
+    Both would read the same partitions for up to a heartbeat interval, and their flushes would
+    overlap (counted twice; seen in the chaos test). If every member waits a heartbeat interval (and
+    a half, for margin) after its own assignment, the member of the newer generation starts reading
+    only after the member of the older one has heard of it at its next heartbeat and stopped.
+    """
+    if not broker.embedded:
+        return 0.0
+    return 1.5 * broker.timings().get("heartbeat_interval", 1.0)
 
 
 def _stop_fetching(consumer: AIOKafkaConsumer) -> None:
