@@ -3,11 +3,11 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 # The bench peers (Quix Streams, Bytewax) need pydantic < 2.14: they get a venv of their own.
-# pipeline/bench_peers.py expects it at .venv-peers.
+# pipeline/tools/bench/peer_rows.py expects it at .venv-peers.
 PEERS_VENV := .venv-peers
 PEERS_BIN := $(PEERS_VENV)/bin
 
-.PHONY: install demo test lint unit rules bench peers clean
+.PHONY: install demo test test-fast lint unit rules bench peers clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,12 +24,17 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/vulture
 
 test: lint
 	$(BIN)/pytest
 
-unit: install
-	$(BIN)/pytest tests/unit
+# The unit tests only (no broker, no processes): under a minute.
+test-fast: install
+	$(BIN)/pytest -q tests/unit
+
+unit: test-fast
 
 $(PEERS_BIN)/.installed: bench-peers-constraints.txt
 	$(PYTHON) -m venv $(PEERS_VENV)

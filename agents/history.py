@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from agents import readers
-from agents.readers import TopicReader
+from agents.kafka import tail as readers
+from agents.kafka.tail import TopicReader
 
 if TYPE_CHECKING:
-    from pipeline.app import Pulse
+    from agents.app import Pulse
 
 log = logging.getLogger(__name__)
 

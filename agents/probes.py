@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import orjson
 
-from pipeline.app import connect
-from pipeline.config import ProbeConfig
-from pipeline.series import owner, series_key
+from agents.kafka.transport import connect
+from pipeline.config.settings import ProbeConfig
+from pipeline.state.series import owner, series_key
 from schemas.events import TOPIC_OF_TYPE
 
 if TYPE_CHECKING:
-    from pipeline.app import Pulse
+    from agents.app import Pulse
 
 log = logging.getLogger(__name__)
 

@@ -14,17 +14,16 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from agents import readers
-from agents.readers import TopicReader
+from agents.kafka import tail as readers
+from agents.kafka.tail import TopicReader
+from pipeline.alerting.route import matchers
+from pipeline.alerting.silence import Silence
 from pipeline.durations import parse_duration
-from pipeline.routing import Silence, matchers
 
 if TYPE_CHECKING:
-    from pipeline.app import Pulse
+    from agents.app import Pulse
 
 log = logging.getLogger(__name__)
-
-SILENCES = "silences"
 
 
 class SilenceStore:

@@ -179,7 +179,6 @@ TOPIC_OF_TYPE: dict[str, str] = {
     "heartbeat": "events.heartbeats",
     "gauge": "events.gauges",
 }
-TYPE_OF_TOPIC: dict[str, str] = {topic: kind for kind, topic in TOPIC_OF_TYPE.items()}
 
 
 def rfc3339_ms(text: str) -> int | None:

@@ -2,7 +2,7 @@
 
 `fast_decoder(kind)` turns one Kafka message value (a JSON object, or a JSON array of them) into typed
 events with one msgspec call, two to three times cheaper than orjson plus `schemas.events.validator`.
-It only ever accepts documents that the old path (`pipeline.decode.decode`, then the validator per
+It only ever accepts documents that the old path (`pipeline.ingest.decode.decode`, then the validator per
 element) accepts too, with the same event times and the same field values, Python types included; for
 anything else it returns None and the caller takes the old path, which gives the precise reason (dead
 letter) or accepts a valid but unusual document, and then builds the typed event with `from_dict`.
@@ -215,7 +215,7 @@ def fast_decoder(kind: str, max_bytes: int | None = None) -> Callable[[bytes], l
     The function returns the events (a JSON object is one event, a JSON array an envelope of them;
     `[]` gives an empty list) when every one of them is valid, with `ts` normalised to int epoch ms
     or None (see `Event`); it returns None for anything else, and then the caller must take the old path
-    (`pipeline.decode.decode`, the validator and `from_dict` per element). With `max_bytes` it also
+    (`pipeline.ingest.decode.decode`, the validator and `from_dict` per element). With `max_bytes` it also
     returns None for a value over that size (or None), which the old path refuses as `too_large`;
     without it, the caller must check the size first.
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.broker import EmbeddedBroker
 from pipeline.errors import BrokerError
+from pipeline.tools.broker import EmbeddedBroker
 from tests.helpers import Cluster
 
 REQUIRE_E2E = os.environ.get("PULSE_REQUIRE_E2E") == "1"

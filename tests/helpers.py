@@ -18,7 +18,7 @@ import httpx
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.procs import free_port, spawn
+from pipeline.tools.procs import free_port, spawn
 from schemas.events import TOPIC_OF_TYPE
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,7 +47,7 @@ class Worker:
         self.env["PULSE_WEB_PORT"] = str(self.port)
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed by the child's exit
         self.proc = spawn(
-            [sys.executable, "-m", "pipeline.cli", "worker"], env=self.env, stdout=log, stderr=log
+            [sys.executable, "-m", "pipeline.tools.cli", "worker"], env=self.env, stdout=log, stderr=log
         )
         return self
 
@@ -258,7 +258,7 @@ async def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int]
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from yarl import URL
 
-    from pipeline.kafka import true_highwaters
+    from agents.kafka.transport import true_highwaters
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
     await consumer.start()

@@ -31,8 +31,8 @@ from aiohttp import web
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
-from pipeline.procs import free_port
 from pipeline.rules.engine import State, Transition
+from pipeline.tools.procs import free_port
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from agents.notifiers.pagerduty import PagerDutyNotifier
 from agents.notifiers.slack import SlackNotifier
 from agents.notifiers.sms import SmsNotifier
 from agents.notifiers.webhook import WebhookNotifier
-from pipeline.config import ChannelsConfig
+from pipeline.config.settings import ChannelsConfig
 
 CHANNELS: tuple[type[Notifier], ...] = (
     SlackNotifier,

@@ -8,7 +8,7 @@ from typing import Any
 
 from agents.notifiers.base import Notification, Notifier, Outcome, is_resolved, now_rfc3339
 from agents.notifiers.webhook import generator_url
-from pipeline.config import ChannelsConfig
+from pipeline.config.settings import ChannelsConfig
 
 _BAD_NAME_CHARS = re.compile(r"[^A-Za-z0-9_]")
 

@@ -17,8 +17,8 @@ from urllib.parse import quote, unquote, urlsplit
 
 import aiohttp
 
-from pipeline.config import ChannelsConfig
-from pipeline.escape import one_line
+from pipeline.alerting.text import one_line
+from pipeline.config.settings import ChannelsConfig
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from agents.notifiers.base import (
     runbook,
 )
 from agents.notifiers.slack import COLOURS
-from pipeline.config import ChannelsConfig
-from pipeline.escape import html_text, one_line, strip_control
+from pipeline.alerting.text import html_text, one_line, strip_control
+from pipeline.config.settings import ChannelsConfig
 
 log = logging.getLogger(__name__)
 

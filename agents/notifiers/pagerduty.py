@@ -18,8 +18,8 @@ from agents.notifiers.base import (
     number,
     runbook,
 )
-from pipeline.config import ChannelsConfig
-from pipeline.escape import clip, one_line
+from pipeline.alerting.text import clip, one_line
+from pipeline.config.settings import ChannelsConfig
 
 SEVERITY = {"critical": "critical", "high": "error", "medium": "warning", "low": "info"}
 SUMMARY_MAX = 1024

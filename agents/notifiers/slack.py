@@ -28,8 +28,8 @@ from agents.notifiers.base import (
     redact,
     runbook,
 )
-from pipeline.config import ChannelsConfig
-from pipeline.escape import clip, clip_escaped, one_line, slack_text
+from pipeline.alerting.text import clip, clip_escaped, one_line, slack_text
+from pipeline.config.settings import ChannelsConfig
 
 log = logging.getLogger(__name__)
 

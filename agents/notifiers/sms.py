@@ -19,8 +19,8 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 import aiohttp
 
 from agents.notifiers.base import DELIVERED, FAILED, RETRY, Notification, Notifier, Outcome, headline, number
-from pipeline.config import ChannelsConfig
-from pipeline.escape import one_line, sms_text
+from pipeline.alerting.text import one_line, sms_text
+from pipeline.config.settings import ChannelsConfig
 
 _REMEMBERED_KEYS = 1024
 

@@ -24,7 +24,7 @@ from urllib.parse import quote
 import orjson
 
 from agents.notifiers.base import Notification, Notifier, Outcome, is_resolved
-from pipeline.config import ChannelsConfig
+from pipeline.config.settings import ChannelsConfig
 
 NOT_ENDED = "0001-01-01T00:00:00Z"  # what Alertmanager sends as endsAt of an alert that has not ended
 

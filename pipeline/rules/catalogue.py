@@ -1,6 +1,6 @@
 """The metrics rules can read (names, labels, windows) and the Snapshot of their current samples.
 
-The catalogue is built from pipeline.readout's exported families, so a metric added there is readable
+The catalogue is built from pipeline.readout.figures's exported families, so a metric added there is readable
 by rules without a change here. Any other name starting with `o4o_` is a gauge metric (gauge events
 are exported as `o4o_<name>`), except names one typo away from a catalogued metric: those are far more
 likely misspellings than gauges, so the checker reports them.
@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from pipeline.readout import (
+from pipeline.readout.names import (
     LATENCY_METRICS,
     QUANTILES,
     STATE_FAMILIES,
@@ -21,7 +21,7 @@ from pipeline.readout import (
     WINDOW_METRICS,
     Family,
 )
-from pipeline.series import KINDS
+from pipeline.state.series import KINDS
 
 WINDOW = "window"
 QUANTILE = "quantile"

@@ -17,17 +17,17 @@ HOST = "127.0.0.1"
 
 
 def pulse_argv(*args: str) -> list[str]:
-    """argv of the installed `pulse` console script (or `python -m pipeline.cli` without it)."""
+    """argv of the installed `pulse` console script (or `python -m pipeline.tools.cli` without it)."""
     script = Path(sys.executable).with_name("pulse")
     if script.exists():
         return [str(script), *args]
-    return [sys.executable, "-m", "pipeline.cli", *args]
+    return [sys.executable, "-m", "pipeline.tools.cli", *args]
 
 
 def need_broker() -> None:
     """Skip (or fail under PULSE_REQUIRE_E2E=1) when the embedded Tansu broker cannot run here."""
     try:
-        from pipeline.broker import broker_binary
+        from pipeline.tools.broker import broker_binary
 
         binary = broker_binary()
     except Exception as exc:

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipeline.procs import free_port
+from pipeline.tools.procs import free_port
 from tests.e2e.launch import HOST, need_broker, pulse_argv, pulse_env, wait_healthy
 from tests.helpers import parse_metrics
 
@@ -290,11 +290,11 @@ def test_broker_serves_kafka_and_exits_cleanly_on_signal(
 
 
 def _is_worker(argv: tuple[str, ...]) -> bool:
-    return "pipeline.cli" in argv and "worker" in argv
+    return "pipeline.tools.cli" in argv and "worker" in argv
 
 
 def _is_simulator(argv: tuple[str, ...]) -> bool:
-    return "pipeline.cli" in argv and "simulate" in argv
+    return "pipeline.tools.cli" in argv and "simulate" in argv
 
 
 def _is_broker(argv: tuple[str, ...]) -> bool:

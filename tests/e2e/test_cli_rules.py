@@ -17,7 +17,7 @@ EXAMPLES = REPO / "examples" / "rules"
 
 def pulse(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
+        [sys.executable, "-m", "pipeline.tools.cli", *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from pipeline.procs import free_port
+from pipeline.tools.procs import free_port
 from tests.conftest import need, need_binary
 from tests.e2e.launch import HOST, need_broker, pulse_argv, pulse_env, wait_healthy
 from tests.e2e.test_cli_processes import descendants

@@ -27,7 +27,7 @@ import orjson
 import pytest
 import yaml
 
-from pipeline.procs import free_port
+from pipeline.tools.procs import free_port
 from tests.conftest import need_binary
 from tests.e2e.launch import HOST, need_broker, pulse_argv, pulse_env, wait_healthy
 from tests.unit.test_deploy_files import PENDING, exported_metrics, metric_names

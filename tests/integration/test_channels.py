@@ -31,8 +31,8 @@ from agents.notifiers.pagerduty import PagerDutyNotifier
 from agents.notifiers.slack import SlackNotifier
 from agents.notifiers.sms import SmsNotifier
 from agents.notifiers.webhook import WebhookNotifier
-from pipeline.config import ChannelsConfig
-from pipeline.procs import free_port
+from pipeline.config.settings import ChannelsConfig
+from pipeline.tools.procs import free_port
 from tests.conftest import need_binary
 from tests.helpers import wait_until
 from tests.servers import (

@@ -8,7 +8,7 @@ import time
 import orjson
 import pytest
 
-from pipeline.emit import Emitter
+from pipeline.tools.emit import Emitter
 from tests.helpers import Cluster
 
 pytestmark = pytest.mark.integration

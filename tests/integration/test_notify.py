@@ -21,7 +21,7 @@ import orjson
 import pytest
 from aiosmtpd.controller import Controller
 
-from pipeline.procs import free_port
+from pipeline.tools.procs import free_port
 from tests.helpers import Cluster, wait_until
 
 pytestmark = pytest.mark.integration
@@ -328,7 +328,7 @@ def test_an_error_spike_from_the_simulator_ends_in_one_message_per_channel_and_i
         [
             sys.executable,
             "-m",
-            "pipeline.cli",
+            "pipeline.tools.cli",
             "simulate",
             "--scenario",
             "error-spike",
@@ -374,7 +374,7 @@ def test_pulse_silence_and_pulse_alerts_commands(cluster: Cluster) -> None:
 
     def pulse(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "pipeline.cli", *args, "--url", worker.url],
+            [sys.executable, "-m", "pipeline.tools.cli", *args, "--url", worker.url],
             env=cluster.env(),
             capture_output=True,
             text=True,

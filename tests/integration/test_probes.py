@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from pipeline.procs import free_port
+from pipeline.tools.procs import free_port
 from tests.helpers import Cluster, wait_until
 
 pytestmark = pytest.mark.integration

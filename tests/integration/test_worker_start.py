@@ -11,8 +11,8 @@ import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from pipeline.app import Pulse, faust_settings
-from pipeline.config import load_config
+from agents.app import Pulse, faust_settings
+from pipeline.config.settings import load_config
 from tests.helpers import Cluster, wait_until
 
 pytestmark = pytest.mark.integration
@@ -58,7 +58,7 @@ def test_refuses_topics_with_another_partition_count(cluster: Cluster) -> None:
 
     asyncio.run(precreate())
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "worker"],
+        [sys.executable, "-m", "pipeline.tools.cli", "worker"],
         env=cluster.env(),
         capture_output=True,
         timeout=60,
@@ -84,7 +84,7 @@ def test_bad_config_names_the_variable_and_the_fix(cluster: Cluster) -> None:
     env = cluster.env()
     env["PULSE_WEB_PORT"] = "eighty"
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "worker"],
+        [sys.executable, "-m", "pipeline.tools.cli", "worker"],
         env=env,
         capture_output=True,
         timeout=60,

@@ -11,8 +11,8 @@ from types import ModuleType
 
 import pytest
 
-from pipeline import bench_peers
-from pipeline.bench_peers import PeerError, parse_report, peer_argv, peers_available, stderr_tail
+from pipeline.tools.bench import peer_rows as bench_peers
+from pipeline.tools.bench.peer_rows import PeerError, parse_report, peer_argv, peers_available, stderr_tail
 
 
 def _report(**overrides: object) -> bytes:
@@ -87,7 +87,7 @@ def test_peer_programs_exist() -> None:
 def test_peer_argv_runs_the_peers_python(tmp_path: Path) -> None:
     argv = peer_argv("bytewax", "127.0.0.1:9092", ["a", "b"], 200_000, "/tmp/r.json", 600.0, tmp_path)
     assert argv[0] == str(tmp_path / "bin" / "python")
-    assert argv[1].endswith("pipeline/peers/bytewax_count.py")
+    assert argv[1].endswith("pipeline/tools/bench/peers/bytewax_count.py")
     assert argv[2:] == [
         "--bootstrap",
         "127.0.0.1:9092",

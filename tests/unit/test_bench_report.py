@@ -7,8 +7,8 @@ import threading
 
 import httpx
 
-from pipeline.bench import MAX_ALERT_LATENCY_S, MAX_RSS_MB, TARGETS, table, targets_met
-from pipeline.bench_alerts import _Receiver
+from pipeline.tools.bench.alerts import _Receiver
+from pipeline.tools.bench.suite import MAX_ALERT_LATENCY_S, MAX_RSS_MB, TARGETS, table, targets_met
 
 RESULT = {
     "ceiling_eps": 452_000,

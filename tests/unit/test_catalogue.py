@@ -37,9 +37,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from pipeline.aggregates import MICRO
-from pipeline.calendar import Calendar
-from pipeline.cells import (
+from agents.telemetry import PipelineMetrics
+from pipeline.config.settings import Config
+from pipeline.ingest.guard import OTHER, LabelGuard
+from pipeline.ingest.preagg import ACCUMULATORS, FlushContext, Parts
+from pipeline.readout.figures import gauge_metric_name, prometheus_families, series_values
+from pipeline.readout.names import LATENCY_METRICS, STATE_FAMILIES, TOTAL_FAMILIES, WINDOW_METRICS
+from pipeline.sketches.distinct import LG_K, RELATIVE_STANDARD_ERROR, estimate, sketch_of, union
+from pipeline.state.aggregates import MICRO
+from pipeline.state.calendar import Calendar
+from pipeline.state.cells import (
     COARSE,
     ENTITY,
     FINE,
@@ -53,21 +60,7 @@ from pipeline.cells import (
     group_cells,
     split_cell_key,
 )
-from pipeline.config import Config
-from pipeline.distinct import LG_K, RELATIVE_STANDARD_ERROR, estimate, sketch_of, union
-from pipeline.guard import OTHER, LabelGuard
-from pipeline.preagg import ACCUMULATORS, FlushContext, Parts
-from pipeline.readout import (
-    LATENCY_METRICS,
-    STATE_FAMILIES,
-    TOTAL_FAMILIES,
-    WINDOW_METRICS,
-    gauge_metric_name,
-    prometheus_families,
-    series_values,
-)
-from pipeline.series import parse_key, series_key
-from pipeline.telemetry import PipelineMetrics
+from pipeline.state.series import parse_key, series_key
 from schemas.events import validate
 from schemas.typed import Event, from_dict
 

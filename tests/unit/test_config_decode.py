@@ -9,11 +9,11 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
-from pipeline import config as config_mod
-from pipeline.config import Config, EnvVar, load_config
-from pipeline.decode import decode
+from pipeline.config import settings as config_mod
+from pipeline.config.settings import Config, EnvVar, load_config
 from pipeline.durations import HINT
 from pipeline.errors import ConfigError
+from pipeline.ingest.decode import decode
 from schemas.events import Rejection
 
 # --- config ----------------------------------------------------------------------------------------

@@ -18,12 +18,12 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from pipeline import readout
-from pipeline.config import ENV_VARS, WebConfig, load_config
+from agents.telemetry import PipelineMetrics
+from pipeline.config.settings import ENV_VARS, WebConfig, load_config
 from pipeline.durations import parse_duration
+from pipeline.readout import figures as readout
 from pipeline.rules import check_rules, load_rules
-from pipeline.simulate import Traffic
-from pipeline.telemetry import PipelineMetrics
+from pipeline.tools.simulate import Traffic
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -249,7 +249,7 @@ def test_every_pulse_variable_named_anywhere_in_the_deploy_files_exists() -> Non
         for name in set(re.findall(r"\bPULSE_[A-Z0-9_]+", path.read_text(encoding="utf-8"))):
             if name not in ALLOWED_PULSE_VARS:
                 unknown.setdefault(name, []).append(str(path.relative_to(REPO)))
-    assert not unknown, f"variables not in pipeline.config.ENV_VARS: {unknown}"
+    assert not unknown, f"variables not in pipeline.config.settings.ENV_VARS: {unknown}"
 
 
 def test_pulse_config_is_read_by_load_config(tmp_path: Path) -> None:
@@ -339,7 +339,7 @@ def test_dockerfile_runs_the_console_script_as_a_non_root_user() -> None:
     assert json.loads(words["ENTRYPOINT"]) == ["pulse"]
     assert json.loads(words["CMD"]) == ["worker"]
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
-    assert scripts["pulse"] == "pipeline.cli:main"
+    assert scripts["pulse"] == "pipeline.tools.cli:main"
     assert words["EXPOSE"] == str(WebConfig().port) == "6066"
     user = words["USER"].split(":")[0]
     assert user.isdigit() and int(user) > 0, "a numeric non-root UID (Kubernetes runAsNonRoot checks it)"
@@ -362,9 +362,9 @@ def test_dockerfile_installs_with_the_pinned_constraints_and_copies_existing_sou
             for source in sources:
                 assert (REPO / source).exists(), source
                 assert source.rstrip("/") not in ignored, f"{source} is excluded by .dockerignore"
-    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    found = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
     copied = {args.split()[0] for word, args in instructions if word == "COPY"}
-    assert {p.split(".")[0] for p in packages} <= copied
+    assert {p.rstrip("*") for p in found["include"]} <= copied
 
 
 def test_ports_agree_with_the_code_default() -> None:
@@ -392,7 +392,7 @@ def test_ports_agree_with_the_code_default() -> None:
 @pytest.fixture(scope="module")
 def routes(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     """Paths the worker's web server serves, from a real (not started) worker app."""
-    from pipeline.app import Pulse
+    from agents.app import Pulse
 
     data = tmp_path_factory.mktemp("pulse-data")
     pulse = Pulse(load_config({"PULSE_DATA_DIR": str(data)}))
@@ -426,7 +426,7 @@ def test_probe_and_scrape_paths_are_served(routes: set[str]) -> None:
 
 
 def test_topic_init_creates_exactly_the_topics_a_worker_needs(tmp_path: Path) -> None:
-    from pipeline.app import Pulse
+    from agents.app import Pulse
 
     init = services()["topic-init"]
     script = init["command"][0]
@@ -453,7 +453,7 @@ def test_topic_init_creates_exactly_the_topics_a_worker_needs(tmp_path: Path) ->
 
 
 def test_compose_references_existing_files_and_valid_commands() -> None:
-    from pipeline.cli import main
+    from pipeline.tools.cli import main
 
     for name, service in services().items():
         if "build" in service:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.escape import ELLIPSIS, clip, clip_escaped, html_text, one_line, slack_text, sms_text
+from pipeline.alerting.text import ELLIPSIS, clip, clip_escaped, html_text, one_line, slack_text, sms_text
 
 SLACK_INJECTIONS = [
     "<!channel>",

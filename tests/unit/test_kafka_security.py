@@ -9,10 +9,10 @@ import pytest
 import trustme
 from faust.types.auth import AuthProtocol, SASLMechanism
 
-from pipeline.app import faust_settings
-from pipeline.config import load_config
+from agents.app import faust_settings
+from agents.kafka.transport import client_security, faust_credentials
+from pipeline.config.settings import load_config
 from pipeline.errors import ConfigError
-from pipeline.kafka import client_security, faust_credentials
 
 
 @pytest.fixture

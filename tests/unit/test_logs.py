@@ -8,19 +8,21 @@ from pathlib import Path
 
 import orjson
 
-from pipeline.config import load_config
-from pipeline.logs import JsonFormatter, logging_config
+from pipeline.config.settings import load_config
+from pipeline.tools.logs import JsonFormatter, logging_config
 
 
 def test_a_record_becomes_one_json_line_in_the_guide_shape() -> None:
-    record = logging.LogRecord("agents.notify", logging.WARNING, __file__, 1, "slack: %s", ("retry",), None)
+    record = logging.LogRecord(
+        "agents.notifiers.dispatch", logging.WARNING, __file__, 1, "slack: %s", ("retry",), None
+    )
     record.channel = "slack"
     line = JsonFormatter("production").format(record)
     body = orjson.loads(line)
     assert set(body) == {"timestamp", "level", "message", "service", "environment", "meta"}
     assert body["level"] == "warning" and body["message"] == "slack: retry"
     assert body["service"] == "o4o-pulse" and body["environment"] == "production"
-    assert body["meta"]["logger"] == "agents.notify" and body["meta"]["channel"] == "slack"
+    assert body["meta"]["logger"] == "agents.notifiers.dispatch" and body["meta"]["channel"] == "slack"
     assert body["timestamp"].endswith("Z") and "\n" not in line
 
 

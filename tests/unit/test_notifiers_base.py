@@ -26,7 +26,7 @@ from agents.notifiers.base import (
     parse_retry_after,
     redact,
 )
-from pipeline.config import ChannelsConfig
+from pipeline.config.settings import ChannelsConfig
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from typing import Any
 from agents.notifiers import email, pagerduty, slack, sms, webhook
 from agents.notifiers.alertmanager import label_name, posted_alert
 from agents.notifiers.base import Notification
-from pipeline.config import ChannelsConfig
+from pipeline.config.settings import ChannelsConfig
 from tests.servers import sample_alert
 
 EVIL = {

@@ -9,7 +9,7 @@ import types
 from html.parser import HTMLParser
 from urllib.parse import urlsplit
 
-from pipeline.web import page
+from agents.web import page
 
 STABLE_IDS = {
     "orders-per-hour",

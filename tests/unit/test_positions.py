@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agents.positions import (
+from agents.kafka.positions import (
     After,
     FlushRecord,
     FromStart,

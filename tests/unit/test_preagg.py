@@ -16,16 +16,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.aggregates import MICRO, dumps
-from pipeline.calendar import Calendar
-from pipeline.cells import apply_block, group_cells
-from pipeline.config import Config
-from pipeline.guard import LabelGuard
-from pipeline.preagg import SEED_BUCKETS_S, ErrorAcc, FlushContext, OrderAcc, Parts, RequestAcc
-from pipeline.readout import prometheus_families, series_values, window_values
-from pipeline.series import series_key
-from pipeline.sketches import MIN_VALUE, RELATIVE_ACCURACY, add_values
-from pipeline.windows import span
+from pipeline.config.settings import Config
+from pipeline.ingest.guard import LabelGuard
+from pipeline.ingest.preagg import SEED_BUCKETS_S, ErrorAcc, FlushContext, OrderAcc, Parts, RequestAcc
+from pipeline.readout.figures import prometheus_families, series_values, window_values
+from pipeline.sketches.quantiles import MIN_VALUE, RELATIVE_ACCURACY, add_values
+from pipeline.state.aggregates import MICRO, dumps
+from pipeline.state.calendar import Calendar
+from pipeline.state.cells import apply_block, group_cells
+from pipeline.state.series import series_key
+from pipeline.state.windows import span
 from schemas.events import EVENT_FIELDS, validate
 from schemas.typed import Event, fast_decoder, from_dict
 

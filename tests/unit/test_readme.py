@@ -6,9 +6,9 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from pipeline.config import ENV_VARS, Config
-from pipeline.readout import LATENCY_METRICS, TOTAL_FAMILIES, WINDOW_METRICS
-from pipeline.telemetry import PipelineMetrics
+from agents.telemetry import PipelineMetrics
+from pipeline.config.settings import ENV_VARS, Config
+from pipeline.readout.names import LATENCY_METRICS, TOTAL_FAMILIES, WINDOW_METRICS
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
 

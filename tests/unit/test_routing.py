@@ -7,9 +7,12 @@ from typing import Any
 
 import pytest
 
-from pipeline.config import NotifyConfig, TimeIntervalConfig, load_config
-from pipeline.grouping import Entry, build_groups, incident, plan
-from pipeline.routing import Silence, in_interval, inhibited, route, silenced
+from pipeline.alerting.group import Entry, build_groups, incident, plan
+from pipeline.alerting.inhibit import inhibited
+from pipeline.alerting.intervals import in_interval
+from pipeline.alerting.route import route
+from pipeline.alerting.silence import Silence, silenced
+from pipeline.config.settings import NotifyConfig, TimeIntervalConfig, load_config
 
 DEFAULTS = NotifyConfig()
 T0 = int(datetime(2026, 11, 26, 2, 0, tzinfo=UTC).timestamp() * 1000)  # Thursday 11:00 in Seoul

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.errors import RulesError
-from pipeline.readout import LATENCY_METRICS, STATE_FAMILIES, TOTAL_FAMILIES, WINDOW_METRICS
+from pipeline.readout.names import LATENCY_METRICS, STATE_FAMILIES, TOTAL_FAMILIES, WINDOW_METRICS
 from pipeline.rules import CATALOGUE, Problem, check_rules, default_rules, load_rules
 from pipeline.rules.catalogue import lookup
 

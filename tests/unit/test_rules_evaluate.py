@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.readout import Family
+from pipeline.readout.names import Family
 from pipeline.rules import (
     AlertState,
     FlapPolicy,

@@ -13,8 +13,7 @@ from ddsketch.mapping import LogarithmicMapping
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.aggregates import dumps, merge_into, merged
-from pipeline.sketches import (
+from pipeline.sketches.quantiles import (
     GAMMA,
     MIN_VALUE,
     RELATIVE_ACCURACY,
@@ -24,6 +23,7 @@ from pipeline.sketches import (
     quantiles,
     representative,
 )
+from pipeline.state.aggregates import dumps, merge_into, merged
 
 QS = (0.5, 0.95, 0.99)
 TOLERANCE = RELATIVE_ACCURACY * (1 + 1e-9)

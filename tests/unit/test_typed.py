@@ -1,6 +1,6 @@
 """Typed events: the Structs follow the field tables; `fast_decoder` is never more lenient than the old path.
 
-The old path is what stage 1 does without the typed decoder: `pipeline.decode.decode` (orjson) for the
+The old path is what stage 1 does without the typed decoder: `pipeline.ingest.decode.decode` (orjson) for the
 message, then `schemas.events.validator` per element, then `from_dict`. The property proved here: every
 message value that `fast_decoder` accepts, the old path accepts too, with the same events, the same
 event times and the same field values, Python types included (200 is not 200.0, -0.0 is not 0.0).
@@ -22,8 +22,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from pipeline.decode import decode
-from pipeline.simulate import Traffic
+from pipeline.ingest.decode import decode
+from pipeline.tools.simulate import Traffic
 from schemas.events import (
     COMMON_FIELDS,
     EVENT_FIELDS,

@@ -12,9 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.aggregates import Agg, dumps, loads_block_series, merge_into, merged
-from pipeline.calendar import Calendar
-from pipeline.cells import (
+from pipeline.config.settings import Config
+from pipeline.state.aggregates import Agg, dumps, loads_block_series, merge_into, merged
+from pipeline.state.calendar import Calendar
+from pipeline.state.cells import (
     COARSE,
     ENTITY,
     FINE,
@@ -28,9 +29,8 @@ from pipeline.cells import (
     group_cells,
     split_cell_key,
 )
-from pipeline.config import Config
-from pipeline.series import series_key
-from pipeline.windows import Span, merge_window, pane_start, span
+from pipeline.state.series import series_key
+from pipeline.state.windows import Span, merge_window, pane_start, span
 
 PANE = 10_000
 COARSE_MS = 60_000

@@ -1,0 +1,494 @@
+"""Stage 1: decode, validate, dead-letter and pre-aggregate the input partitions this worker owns.
+
+The reader (`agents.kafka.reader`) hands over batches of records. Per record the hot path decodes and
+validates the message into typed events (`schemas.typed`, one msgspec call for a single event or a
+whole envelope) and adds them to the partition's accumulator (`pipeline.ingest.preagg`); it creates no
+per-event object besides the event itself and awaits nothing. Anything the fast decoder refuses takes
+the precise path (`pipeline.ingest.decode`, `schemas.events.validator`), which names the reason and keeps the
+exact original bytes of each refused element for the dead-letter topic.
+
+A flush turns a partition's buffer into partial aggregates (by size, once the partition has caught up
+with its log, or on the clock when idle) and delivers them in order:
+
+1. the flush's offset range is recorded in the `flushlog` table and awaited, *before*
+2. its partials go to the owners' partials partitions, and its dead letters to `events.deadletter`.
+
+Deliveries are chained: a flush's record is written only after every partial of the flushes before it
+was delivered. After any assignment the partition resumes at its last recorded range, replayed as one
+flush (identical partials, which stage 2 skips), so a crash at any moment loses nothing and counts
+nothing twice. See `agents.kafka.positions`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from bisect import bisect_right
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aiokafka import TopicPartition
+
+from agents.kafka.durable import ChangelogWriter, crash
+from agents.kafka.positions import (
+    FlushRecord,
+    Position,
+    Replay,
+    ResumePlan,
+    flush_key,
+    guard_key,
+    input_plan,
+)
+from pipeline.ingest.decode import decode
+from pipeline.ingest.guard import LabelGuard
+from pipeline.ingest.preagg import ACCUMULATORS, Accumulator, FlushContext, Parts
+from pipeline.state.aggregates import dumps
+from pipeline.state.series import owner
+from schemas.events import Rejection, validator
+from schemas.typed import fast_decoder, from_dict
+
+if TYPE_CHECKING:
+    from agents.app import Pulse
+    from agents.kafka.reader import Reader
+
+log = logging.getLogger(__name__)
+
+MAX_PARTIAL_BYTES = 512 * 1024
+MAX_PENDING_FLUSHES = 8
+"""Deliveries in flight before reading waits for them (back-pressure towards the broker)."""
+
+DeadLetter = tuple[bytes | None, bytes, list[tuple[str, bytes]]]
+"""Key, original bytes and headers of one dead-letter record."""
+
+
+@dataclass(eq=False)
+class InputPartition:
+    """Stage-1 state of one owned input partition: the events read since its last flush."""
+
+    tp: TopicPartition
+    kind: str
+    acc: Accumulator
+    fast: Callable[[bytes], list[Any] | None]
+    check: Callable[[Any], int | Rejection]
+    replay: Replay | None = None
+    """The recorded range being replayed: flushed as one flush once its last offset is read."""
+    first: int = -1
+    last: int = -1
+    messages: int = 0
+    count: int = 0
+    """Elements read (valid or not) since the last flush."""
+    valid: int = 0
+    late: int = 0
+    future: int = 0
+    dead: list[DeadLetter] = field(default_factory=list)
+    refused: dict[str, int] = field(default_factory=dict)
+    """Dead letters by reason code since the last flush."""
+    last_flush: float = 0.0
+
+    def reset(self) -> None:
+        """Forget the buffer (after a flush)."""
+        self.acc = ACCUMULATORS[self.kind]()
+        self.first = self.last = -1
+        self.messages = self.count = self.valid = self.late = self.future = 0
+        self.dead = []
+        self.refused = {}
+
+
+@dataclass
+class FlushJob:
+    """One input partition's flushed range, on its way to stage 2."""
+
+    tp: TopicPartition
+    first: int
+    last: int
+    parts: Parts
+    dead: list[DeadLetter]
+    events: int
+    """Elements read in the range (valid or not)."""
+    admitted: dict[str, list[str]] | None = None
+    """The label guard's admitted values, when this flush changed them."""
+
+
+def element_spans(value: bytes) -> list[bytes]:
+    """Return the exact original bytes of each element of a JSON array (slow path, rare)."""
+    text = value.decode("utf-8")
+    decoder = json.JSONDecoder()
+    out: list[bytes] = []
+    pos = text.index("[") + 1
+    length = len(text)
+    while pos < length:
+        while pos < length and text[pos] in " \t\r\n,":
+            pos += 1
+        if pos >= length or text[pos] == "]":
+            break
+        _, end = decoder.raw_decode(text, pos)
+        out.append(text[pos:end].encode("utf-8"))
+        pos = end
+    return out
+
+
+class Stage1:
+    """Runtime of stage 1 on one worker."""
+
+    def __init__(self, pulse: Pulse) -> None:
+        self.pulse = pulse
+        cfg = pulse.config
+        self.kind_of = pulse.input_topics
+        self.partitions = cfg.topics.partitions
+        self.pane_ms = int(cfg.windows.pane * 1000)
+        self.lateness_ms = int(cfg.windows.allowed_lateness * 1000)
+        self.future_ms = int(cfg.windows.max_future_skew * 1000)
+        self.max_bytes = cfg.ingest.max_message_bytes
+        self.flush_max = cfg.ingest.flush_max_events
+        self.min_flush_s = cfg.ingest.min_flush_interval
+        self.idle_flush_s = cfg.ingest.flush_interval
+        self.states: dict[TopicPartition, InputPartition] = {}
+        self.flushlog = ChangelogWriter(pulse.flushlog)
+        self.guards: dict[int, LabelGuard] = {}
+        self.jobs: list[FlushJob] = []
+        self.chain: asyncio.Future[None] | None = None
+        self.pending_flushes = 0
+        self.undelivered = 0
+        """Events of detached flushes whose delivery has not finished."""
+        self.reader: Reader | None = None
+        self.generation = -1
+        """The reader's generation when the partitions were positioned; deliveries check it."""
+        self.first_event_at: float | None = None
+        """Monotonic time the first input records arrived (for the benchmark)."""
+
+    # -- positions --------------------------------------------------------------------------------
+
+    def plan(self, tp: TopicPartition) -> ResumePlan:
+        """Where an input partition resumes, from its recovered flush record."""
+        return input_plan(self.pulse.flushlog.get(flush_key(tp.topic, tp.partition)))
+
+    def start(self, tp: TopicPartition, position: Position) -> None:
+        """Start the partition's buffer at `position` (replaying its recorded range, if any)."""
+        assert self.reader is not None
+        self.generation = self.reader.lifecycle.generation
+        kind = self.kind_of[tp.topic]
+        state = InputPartition(tp, kind, ACCUMULATORS[kind](), fast_decoder(kind), validator(kind))
+        state.replay = position.replay
+        state.last_flush = time.monotonic()
+        self.states[tp] = state
+        if position.replay is not None:
+            self.pulse.metrics.replays.inc()
+            replay = position.replay
+            log.info(
+                "%s: replaying its last recorded flush [%d, %d] from %d",
+                _name(tp),
+                replay.first,
+                replay.last,
+                position.offset,
+            )
+        else:
+            log.info("%s: reading from %d", _name(tp), position.offset)
+
+    def position(self, tp: TopicPartition, offset: int) -> Position:
+        """The position of a partition being read at `offset` (with what it still has to replay)."""
+        state = self.states.get(tp)
+        replay = state.replay if state is not None else None
+        return Position(offset, replay)
+
+    def moved(self, tp: TopicPartition, position: Position) -> None:
+        """The partition moved past a gap (retention): what was read stays buffered; a replay whose
+        range is gone ends with what was read of it."""
+        state = self.states[tp]
+        if state.replay is not None and position.replay is None:
+            state.replay = None
+            if state.first >= 0:
+                self._detach(state, "replay")
+
+    def stop(self) -> None:
+        """Forget every buffer (after a revocation): the next owner replays from the records."""
+        self.states.clear()
+        self.guards.clear()
+        self.jobs = []
+
+    def inflight(self) -> list[asyncio.Future[None]]:
+        """Deliveries not yet done."""
+        return [self.chain] if self.chain is not None else []
+
+    # -- per batch: the hot path ------------------------------------------------------------------
+
+    def take(self, tp: TopicPartition, records: list[Any]) -> None:
+        """Buffer a batch of one partition's records (a recorded range being replayed ends a flush)."""
+        if self.first_event_at is None:
+            self.first_event_at = time.monotonic()
+        state = self.states[tp]
+        replay = state.replay
+        if replay is not None:
+            last = replay.last
+            if records[-1].offset < last:
+                self._buffer(state, records)
+                return
+            cut = bisect_right([r.offset for r in records], last)
+            if cut:
+                self._buffer(state, records[:cut])
+                self._detach(state, "replay")
+            state.replay = None
+            records = records[cut:]
+            if not records:
+                return
+        self._buffer(state, records)
+        if state.count >= self.flush_max:
+            self._detach(state, "size")
+
+    def _buffer(self, state: InputPartition, records: list[Any]) -> None:
+        """Decode, validate and pre-aggregate records; refused ones become dead letters."""
+        if state.first < 0:
+            state.first = records[0].offset
+        state.last = records[-1].offset
+        state.messages += len(records)
+        fast = state.fast
+        add = state.acc.add
+        pane_ms = self.pane_ms
+        lateness = self.lateness_ms
+        future = -self.future_ms
+        max_bytes = self.max_bytes
+        count = valid = late = ahead = 0
+        for record in records:
+            value = record.value
+            events = fast(value) if value is not None and len(value) <= max_bytes else None
+            if events is None:
+                events, refused = self._refuse(state, record)
+                count += refused
+            count += len(events)
+            record_ms = record.timestamp
+            for event in events:
+                ts = event.ts
+                if ts is None:
+                    ts = record_ms
+                age = record_ms - ts
+                if age > lateness:
+                    late += 1
+                    add(event, ts - ts % pane_ms, True, ts)
+                elif age < future:
+                    ahead += 1
+                    add(event, ts - ts % pane_ms, True, ts)
+                else:
+                    valid += 1
+                    add(event, ts - ts % pane_ms, False, ts)
+        state.count += count
+        state.valid += valid
+        state.late += late
+        state.future += ahead
+
+    def _refuse(self, state: InputPartition, record: Any) -> tuple[list[Any], int]:
+        """The precise path: return the record's valid events and how many elements were refused."""
+        value: bytes | None = record.value
+        decoded = decode(value, self.max_bytes)
+        if isinstance(decoded, Rejection):
+            self._dead_letter(state, record, decoded, None, value or b"")
+            return [], 1
+        events: list[Any] = []
+        problems: list[tuple[int, Rejection]] = []
+        check = state.check
+        for index, item in enumerate(decoded):
+            ts = check(item)
+            if type(ts) is not int:
+                problems.append((index, ts))  # type: ignore[arg-type]
+                continue
+            event = from_dict(state.kind, item)
+            event.ts = ts if ts >= 0 else None
+            events.append(event)
+        if problems:
+            assert value is not None
+            if value.lstrip()[:1] == b"{":
+                self._dead_letter(state, record, problems[0][1], None, value)
+            else:
+                try:
+                    spans = element_spans(value)
+                except ValueError:  # pragma: no cover - orjson already parsed it
+                    spans = []
+                for index, rejection in problems:
+                    original = spans[index] if index < len(spans) else value
+                    self._dead_letter(state, record, rejection, index, original)
+        return events, len(problems)
+
+    def _dead_letter(
+        self, state: InputPartition, record: Any, rejection: Rejection, index: int | None, original: bytes
+    ) -> None:
+        tp = state.tp
+        headers = [
+            ("pulse.reason", str(rejection).encode()),
+            ("pulse.code", rejection.code.encode()),
+            ("pulse.topic", tp.topic.encode()),
+            ("pulse.partition", str(tp.partition).encode()),
+            ("pulse.offset", str(record.offset).encode()),
+        ]
+        if index is not None:
+            headers.append(("pulse.index", str(index).encode()))
+        state.dead.append((record.key, original, headers))
+        state.refused[rejection.code] = state.refused.get(rejection.code, 0) + 1
+        log.debug("dead-lettered %s@%d: %s", _name(tp), record.offset, rejection)
+
+    # -- flushing ---------------------------------------------------------------------------------
+
+    async def after_batch(self) -> None:
+        """Flush what is due (caught up, or idle on the clock) and deliver the batch's flushes."""
+        now = time.monotonic()
+        reader = self.reader
+        for state in self.states.values():
+            if state.replay is not None:
+                self._check_replay(state)
+                continue
+            if state.first < 0:
+                continue
+            waited = now - state.last_flush
+            if waited >= self.idle_flush_s:
+                self._detach(state, "tick")
+            elif waited >= self.min_flush_s and reader is not None and reader.caught_up(state.tp):
+                self._detach(state, "caught-up")
+        if self.jobs:
+            self._schedule()
+        if self.pending_flushes > MAX_PENDING_FLUSHES and self.chain is not None:
+            await asyncio.shield(self.chain)
+
+    def _check_replay(self, state: InputPartition) -> None:
+        """A log that now ends before the recorded range does: flush what was read of it."""
+        reader = self.reader
+        assert state.replay is not None and reader is not None
+        high = reader.high(state.tp)
+        if high is None or not reader.caught_up(state.tp) or high > state.replay.last:
+            return
+        log.warning(
+            "%s: the log ends at %d, before the recorded flush end %d",
+            _name(state.tp),
+            high,
+            state.replay.last,
+        )
+        state.replay = None
+        if state.first >= 0:
+            self._detach(state, "replay")
+
+    def _detach(self, state: InputPartition, trigger: str) -> None:
+        """Turn a partition's buffer into a flush job (one job per partition per delivery)."""
+        if any(job.tp == state.tp for job in self.jobs):
+            self._schedule()  # its record must wait until the earlier flush's partials are delivered
+        metrics = self.pulse.metrics
+        state.last_flush = time.monotonic()
+        started = time.perf_counter()
+        guard = self.guard(state.tp.partition)
+        parts = state.acc.parts(FlushContext(self.pulse.calendar, guard))
+        metrics.flush_seconds.observe(time.perf_counter() - started)
+        for dimension, folded in guard.take_folds().items():
+            metrics.folds.labels(dimension).inc(folded)
+        admitted = None
+        if guard.changed:
+            admitted, guard.changed = guard.snapshot(), False
+        self.jobs.append(
+            FlushJob(state.tp, state.first, state.last, parts, state.dead, state.count, admitted)
+        )
+        metrics.flushes.labels(trigger).inc()
+        topic = state.tp.topic
+        metrics.messages.labels(topic).inc(state.messages)
+        total = state.valid + state.late + state.future
+        if total:
+            metrics.events.labels(topic).inc(total)
+        if state.late:
+            metrics.late.labels(topic, "late").inc(state.late)
+        if state.future:
+            metrics.late.labels(topic, "future").inc(state.future)
+        for code, n in state.refused.items():
+            metrics.deadlettered.labels(topic, code).inc(n)
+        state.reset()
+
+    def _schedule(self) -> None:
+        """Chain the delivery of the detached jobs after the deliveries before them."""
+        jobs, self.jobs = self.jobs, []
+        previous = self.chain
+        events = sum(job.events for job in jobs)
+        self.chain = asyncio.ensure_future(self._deliver(jobs, self.generation, previous))
+        self.chain.add_done_callback(lambda fut: self._on_delivered(fut, events))
+        self.pending_flushes += 1
+        self.undelivered += events
+
+    def _on_delivered(self, fut: asyncio.Future[None], events: int) -> None:
+        self.pending_flushes -= 1
+        self.undelivered -= events
+        if not fut.cancelled() and fut.exception() is not None:
+            crash(self.pulse.app, fut.exception(), "delivery of a flush")  # type: ignore[arg-type]
+
+    async def _deliver(
+        self, jobs: list[FlushJob], generation: int, previous: asyncio.Future[None] | None
+    ) -> None:
+        pulse = self.pulse
+        if previous is not None:
+            await asyncio.shield(previous)
+        assert self.reader is not None
+        lifecycle = self.reader.lifecycle
+        if not lifecycle.current(generation):
+            return  # revoked meanwhile: the next owner replays from the flush records
+        records: list[Awaitable[Any]] = []
+        for job in jobs:
+            partition = job.tp.partition
+            if job.admitted is not None:
+                # Before the range: a replay must fold labels exactly as this flush did.
+                records.append(await self.flushlog.put(guard_key(partition), job.admitted, partition))
+            record = FlushRecord(job.first, job.last).to_wire()
+            records.append(await self.flushlog.put(flush_key(job.tp.topic, partition), record, partition))
+        # The records must be durable before any partial of their ranges can reach stage 2.
+        await asyncio.gather(*records)
+        if not lifecycle.current(generation):
+            log.info("revoked during a flush; the next owner replays %s", [_name(j.tp) for j in jobs])
+            return
+        by_owner: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for job in jobs:
+            split: dict[int, dict[str, Any]] = defaultdict(dict)
+            for key, part in job.parts.items():
+                split[owner(key, self.partitions)][key] = part
+            source = flush_key(job.tp.topic, job.tp.partition)
+            for dest, series in split.items():
+                by_owner[dest].append({"src": source, "a": job.first, "b": job.last, "s": series})
+        sends: list[Awaitable[Any]] = []
+        for dest, dest_blocks in by_owner.items():
+            for payload in _payloads(dest_blocks):
+                sends.append(await pulse.partials.send(value=payload, partition=dest))
+        for job in jobs:
+            for original_key, value, headers in job.dead:
+                sends.append(await pulse.deadletter.send(key=original_key, value=value, headers=headers))
+        await asyncio.gather(*sends)
+
+    def guard(self, partition: int) -> LabelGuard:
+        """The label guard of one input partition number, as last recorded."""
+        guard = self.guards.get(partition)
+        if guard is None:
+            limits = self.pulse.config.cardinality.limits()
+            recorded = self.pulse.flushlog.get(guard_key(partition))
+            guard = self.guards[partition] = LabelGuard(limits, recorded)
+        return guard
+
+    def buffered(self) -> int:
+        """Return how many events wait in stage-1 buffers."""
+        return sum(s.count for s in self.states.values())
+
+    def pending(self) -> int:
+        """Events buffered or flushed but not yet delivered to stage 2 (0: stage 1 is quiet)."""
+        return self.buffered() + self.undelivered
+
+
+def _name(tp: TopicPartition) -> str:
+    return f"{tp.topic}:{tp.partition}"
+
+
+def _payloads(blocks: list[dict[str, Any]]) -> list[bytes]:
+    """Encode blocks for one destination, splitting series so that no message gets too large."""
+    payload = dumps({"blocks": blocks})
+    if len(payload) <= MAX_PARTIAL_BYTES:
+        return [payload]
+    out: list[bytes] = []
+    for block in blocks:
+        keys = list(block["s"])
+        if len(keys) <= 1:
+            out.append(dumps({"blocks": [block]}))
+            continue
+        half = len(keys) // 2
+        for chunk in (keys[:half], keys[half:]):
+            sub = {**block, "s": {k: block["s"][k] for k in chunk}}
+            out.extend(_payloads([sub]))
+    return out

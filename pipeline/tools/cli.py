@@ -1,0 +1,348 @@
+"""The `pulse` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import click
+import orjson
+
+from pipeline import __version__
+from pipeline.config.settings import Config, load_config
+from pipeline.errors import PulseError
+
+EXIT_SHUTDOWN_TIMEOUT = 75
+
+
+def _config() -> Config:
+    try:
+        return load_config()
+    except PulseError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group()
+@click.version_option(__version__, prog_name="pulse")
+def main() -> None:
+    """o4o-pulse: events from Kafka to windowed metrics, alerts and notifications."""
+
+
+SHUTDOWN_GRACE = 15.0
+"""Seconds a worker may take to stop after SIGTERM/SIGINT before it exits anyway."""
+
+
+@main.command()
+def worker() -> None:
+    """Run one worker against PULSE_BROKER_URL (run several to scale out)."""
+    config = _config()
+    from faust.worker import Worker
+
+    class GuardedWorker(Worker):
+        """A Faust worker whose shutdown cannot hang (aiokafka retries a dead broker forever)."""
+
+        def _schedule_shutdown(self, signal: Any) -> None:
+            timer = threading.Timer(SHUTDOWN_GRACE, os._exit, (EXIT_SHUTDOWN_TIMEOUT,))
+            timer.daemon = True
+            timer.start()
+            super()._schedule_shutdown(signal)
+
+    from agents.app import Pulse, tune_gc
+    from pipeline.tools.topics import ensure_topics
+
+    logging.basicConfig(level=config.worker.log_level.upper())
+    try:
+        pulse = Pulse(config)
+        asyncio.run(ensure_topics(config, pulse.all_topic_names()))
+    except PulseError as exc:
+        raise click.ClickException(str(exc)) from None
+    level = {"warning": "warn", "critical": "crit"}.get(config.worker.log_level, config.worker.log_level)
+    sys.argv = [sys.argv[0], "worker"]
+    from pipeline.tools.logs import logging_config
+
+    runner = GuardedWorker(
+        pulse.app, loglevel=level, quiet=True, redirect_stdouts=False, logging_config=logging_config(config)
+    )
+    # Faust's terminal spinner sets the root logger to DEBUG (to spin on every record) whenever the
+    # level is WARNING or above: every debug call of aiokafka and Faust would then build a record.
+    runner.spinner = None
+    tune_gc()
+    runner.execute_from_commandline()
+
+
+@main.command()
+@click.option("--port", type=int, default=None, help="TCP port on 127.0.0.1 (default: free port)")
+def broker(port: int | None) -> None:
+    """Run the embedded Kafka broker (Tansu, in memory) on loopback until Ctrl-C."""
+    from pipeline.tools.broker import EmbeddedBroker
+
+    embedded = EmbeddedBroker(port)
+    try:
+        embedded.start(stdout=None)
+    except PulseError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"embedded broker ready: PULSE_BROKER_URL={embedded.url}", err=True)
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+    exit_code: int | None = None
+    try:
+        assert embedded.proc is not None
+        while not stopping and embedded.proc.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                embedded.proc.wait(0.5)
+        if not stopping:
+            exit_code = embedded.proc.poll()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        embedded.stop()
+    if exit_code is not None:
+        raise click.ClickException(f"the embedded broker exited with code {exit_code}")
+
+
+@main.command()
+@click.option("--demo", is_flag=True, help="also run the traffic simulator")
+def up(demo: bool) -> None:
+    """Start the embedded broker, a worker and its web server on http://127.0.0.1:6066."""
+    from pipeline.tools.procs import port_is_free
+    from pipeline.tools.supervisor import up as run_up
+
+    config = _config()
+    if not port_is_free(config.web.host, config.web.port):
+        raise click.ClickException(
+            f"port {config.web.port} on {config.web.host} is in use; stop what uses it or set "
+            "PULSE_WEB_PORT to another port"
+        )
+    try:
+        code = run_up(demo, config.web.port, echo=click.echo)
+    except PulseError as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(code)
+
+
+@main.command()
+@click.option(
+    "--scenario",
+    default="steady",
+    show_default=True,
+    type=click.Choice(["steady", "error-spike", "latency-spike", "payment-outage", "stock-out"]),
+)
+@click.option("--rate", type=float, default=200.0, show_default=True, help="events per second")
+@click.option("--duration", type=float, default=60.0, show_default=True, help="seconds; 0 runs until Ctrl-C")
+@click.option("--seed", type=int, default=None, help="random seed for repeatable traffic")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def simulate(scenario: str, rate: float, duration: float, seed: int | None, quiet: bool) -> None:
+    """Publish realistic synthetic O4O traffic to PULSE_BROKER_URL."""
+    from pipeline.tools.simulate import run
+
+    config = _config()
+    bootstrap = ",".join(config.broker.bootstrap_servers())
+    try:
+        from agents.kafka.transport import client_security
+
+        security = client_security(config.broker)
+        sent = asyncio.run(
+            run(bootstrap, config.topics.prefix, scenario, rate, duration, not quiet, seed, security)
+        )
+    except KeyboardInterrupt:
+        return
+    click.echo(f"sent {sent} events ({scenario})", err=True)
+
+
+@main.command()
+@click.option("--events", type=int, default=200_000, show_default=True)
+@click.option("--envelope", type=int, default=100, show_default=True, help="events per envelope")
+@click.option(
+    "--repeat",
+    type=int,
+    default=3,
+    show_default=True,
+    help="runs (and alert-latency rounds); medians reported",
+)
+@click.option("--partitions", type=int, default=4, show_default=True)
+def bench(events: int, envelope: int, repeat: int, partitions: int) -> None:
+    """Measure throughput against the raw-consumer ceiling and the bare-Faust floor, and alert latency."""
+    from pipeline.tools.bench.suite import BenchSettings, run, table
+
+    if events < 1000 or envelope < 1 or repeat < 1:
+        raise click.BadParameter("need --events >= 1000, --envelope >= 1, --repeat >= 1")
+    result = run(
+        BenchSettings(events, envelope, repeat, partitions),
+        echo=lambda s: click.echo(s, err=True),
+    )
+    click.echo(table(result))
+    click.echo(orjson.dumps(result).decode())
+
+
+@main.group()
+def rules() -> None:
+    """Validate rules files and run rule unit tests."""
+
+
+@rules.command("check")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def rules_check(files: tuple[str, ...]) -> None:
+    """Report every mistake in rules FILES, with its line number and a hint."""
+    from pipeline.rules import check_rules
+
+    windows = _config().windows.windows
+    failed = False
+    for name in files:
+        try:
+            text = open(name, encoding="utf-8").read()  # noqa: SIM115 - read whole file at once
+        except OSError as exc:
+            click.echo(f"{name}: cannot read: {exc.strerror}", err=True)
+            failed = True
+            continue
+        problems = check_rules(text, name, windows)
+        for problem in problems:
+            click.echo(str(problem), err=True)
+        if problems:
+            failed = True
+            click.echo(f"{name}: {len(problems)} problem(s)", err=True)
+        else:
+            click.echo(f"{name}: OK")
+    if failed:
+        sys.exit(1)
+
+
+@rules.command("test")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def rules_test(files: tuple[str, ...]) -> None:
+    """Run rule unit tests (input series over time, expected alerts), like `promtool test rules`."""
+    from pipeline.rules import run_rule_tests
+
+    windows = _config().windows.windows
+    failed = False
+    for name in files:
+        try:
+            report = run_rule_tests(name, windows)
+        except PulseError as exc:
+            click.echo(str(exc), err=True)
+            failed = True
+            continue
+        click.echo(f"{name}:")
+        for line in report.lines:
+            click.echo(line)
+        failed = failed or not report.ok
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--url", default=None, help="a worker's base URL; default: http://127.0.0.1:$PULSE_WEB_PORT")
+@click.option("--history", is_flag=True, help="show recent transitions instead of active alerts")
+@click.option("--severity", default=None, help="history filter: critical, high, medium or low")
+@click.option("--rule", default=None, help="history filter: rule name")
+@click.option("--limit", default=50, show_default=True)
+def alerts(url: str | None, history: bool, severity: str | None, rule: str | None, limit: int) -> None:
+    """Show the active alerts (or their history) of the running pipeline."""
+    import urllib.parse
+
+    path = "/api/v1/alerts/history" if history else "/api/v1/alerts"
+    params = {k: v for k, v in {"severity": severity, "rule": rule, "limit": limit}.items() if v}
+    query = "?" + urllib.parse.urlencode(params) if history else ""
+    body = _api("GET", path + query, url=url)
+    found = body["data"]["alerts"]
+    if not found:
+        click.echo("no alerts" if not history else "no transitions")
+    for alert in found:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(alert.get("labels", {}).items()))
+        click.echo(
+            f"{alert.get('timestamp')}  {alert.get('state', ''):8} {alert.get('severity', ''):8} "
+            f"{alert.get('rule')}  value={alert.get('currentValue')} threshold={alert.get('threshold')}  "
+            f"{{{labels}}}  {alert.get('title', '')}"
+        )
+
+
+def _api(method: str, path: str, body: dict[str, Any] | None = None, url: str | None = None) -> Any:
+    """Call a worker's HTTP API (PULSE_WEB_PORT on 127.0.0.1 unless --url); return the JSON reply."""
+    import urllib.error
+    import urllib.request
+
+    config = _config()
+    base = url or f"http://127.0.0.1:{config.web.port}"
+    if not base.startswith(("http://", "https://")):
+        raise click.BadParameter(f"{base!r}: give an http:// or https:// URL", param_hint="--url")
+    headers = {"Content-Type": "application/json"}
+    if config.api_token:
+        headers["Authorization"] = f"Bearer {config.api_token}"
+    data = orjson.dumps(body) if body is not None else None
+    request = urllib.request.Request(base + path, data=data, headers=headers, method=method)  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:  # noqa: S310 - http(s) checked above
+            return orjson.loads(reply.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            reason = orjson.loads(exc.read()).get("error", exc.reason)
+        except orjson.JSONDecodeError:
+            reason = exc.reason
+        raise click.ClickException(f"{method} {path}: HTTP {exc.code}: {reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise click.ClickException(f"cannot reach {base}: {exc}") from None
+
+
+@main.group()
+def silence() -> None:
+    """Create, list and expire silences on the running pipeline (needs PULSE_API_TOKEN to change)."""
+
+
+@silence.command("add")
+@click.argument("matchers", nargs=-1, required=True)
+@click.option("--duration", default="2h", show_default=True, help="how long, e.g. 30m, 2h")
+@click.option("--comment", required=True, help="why")
+@click.option("--author", default=lambda: os.environ.get("USER", "operator"), help="who")
+@click.option("--url", default=None, help="a worker's base URL")
+def silence_add(matchers: tuple[str, ...], duration: str, comment: str, author: str, url: str | None) -> None:
+    """Silence alerts matching label filters such as alertname=high_error_rate route=~/api/pay.*"""
+    spec: dict[str, str] = {}
+    for item in matchers:
+        for op in ("=~", "!~", "!=", "="):
+            label, sep, value = item.partition(op)
+            if sep and label:
+                spec[label] = value if op == "=" else op + value
+                break
+        else:
+            raise click.BadParameter(
+                f"{item!r}: write LABEL=VALUE, LABEL!=VALUE, LABEL=~REGEX or LABEL!~REGEX"
+            )
+    body = {"matchers": spec, "duration": duration, "comment": comment, "createdBy": author}
+    reply = _api("POST", "/api/v1/silences", body, url)
+    click.echo(reply["data"]["silenceID"])
+
+
+@silence.command("list")
+@click.option("--url", default=None, help="a worker's base URL")
+def silence_list(url: str | None) -> None:
+    """List silences with their status."""
+    found = _api("GET", "/api/v1/silences", url=url)["data"]["silences"]
+    if not found:
+        click.echo("no silences")
+    for item in found:
+        filters = ",".join(f"{k}={v}" for k, v in sorted(item["matchers"].items()))
+        ends = time.strftime("%Y-%m-%d %H:%M", time.localtime(item["endsAt"] / 1000))
+        click.echo(
+            f"{item['id']}  {item['status']:8} until {ends}  {{{filters}}}  "
+            f"{item['createdBy']}: {item['comment']}"
+        )
+
+
+@silence.command("expire")
+@click.argument("silence_id")
+@click.option("--url", default=None, help="a worker's base URL")
+def silence_expire(silence_id: str, url: str | None) -> None:
+    """Expire a silence now."""
+    _api("DELETE", f"/api/v1/silences/{silence_id}", url=url)
+    click.echo(f"expired {silence_id}")
+
+
+if __name__ == "__main__":
+    main()
