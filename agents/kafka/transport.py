@@ -26,7 +26,7 @@ from aiokafka.helpers import create_ssl_context
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-from pipeline.config.settings import BrokerConfig, Config
+from pipeline.config.settings import BrokerConfig, Config, secret_text
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -155,7 +155,7 @@ def faust_credentials(config: BrokerConfig) -> Any:
     if config.security_protocol.startswith("SASL"):
         credentials = faust.SASLCredentials(
             username=config.sasl_username,
-            password=config.sasl_password,
+            password=secret_text(config.sasl_password),
             ssl_context=context,
             mechanism=config.sasl_mechanism,
         )
@@ -174,7 +174,7 @@ def client_security(config: BrokerConfig) -> dict[str, Any]:
     if config.security_protocol.startswith("SASL"):
         out["sasl_mechanism"] = config.sasl_mechanism
         out["sasl_plain_username"] = config.sasl_username
-        out["sasl_plain_password"] = config.sasl_password
+        out["sasl_plain_password"] = secret_text(config.sasl_password)
     return out
 
 

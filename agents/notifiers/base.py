@@ -18,7 +18,7 @@ from urllib.parse import quote, unquote, urlsplit
 import aiohttp
 
 from pipeline.alerting.text import one_line
-from pipeline.config.settings import ChannelsConfig
+from pipeline.config.settings import ChannelsConfig, secret_text
 
 log = logging.getLogger(__name__)
 
@@ -171,14 +171,14 @@ _USERINFO = re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^\s/@'\"<>]+@", re.IGNORECASE)
 def _secrets(config: ChannelsConfig) -> list[str]:
     """Every secret value of the channels config, with the forms it may take inside messages."""
     raw = [
-        config.slack.webhook_url,
-        config.slack.bot_token,
-        config.email.smtp_password,
-        config.sms.url,
-        config.sms.auth_token,
-        config.webhook.url,
-        config.webhook.signing_secret,
-        config.pagerduty.routing_key,
+        secret_text(config.slack.webhook_url),
+        secret_text(config.slack.bot_token),
+        secret_text(config.email.smtp_password),
+        secret_text(config.sms.url),
+        secret_text(config.sms.auth_token),
+        secret_text(config.webhook.url),
+        secret_text(config.webhook.signing_secret),
+        secret_text(config.pagerduty.routing_key),
     ]
     found: set[str] = set()
     for value in raw:

@@ -27,7 +27,7 @@ from agents.notifiers.base import (
 )
 from agents.notifiers.slack import COLOURS
 from pipeline.alerting.text import html_text, one_line, strip_control
-from pipeline.config.settings import ChannelsConfig
+from pipeline.config.settings import ChannelsConfig, secret_text
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ class EmailNotifier(Notifier):
                 hostname=email.smtp_host,
                 port=email.smtp_port,
                 username=email.smtp_user,
-                password=email.smtp_password if email.smtp_user else None,
+                password=secret_text(email.smtp_password) if email.smtp_user else None,
                 use_tls=email.tls == "implicit",
                 start_tls={"starttls": True, "implicit": False, "none": False}[email.tls],
                 tls_context=self._tls_context(),

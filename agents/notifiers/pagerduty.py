@@ -19,7 +19,7 @@ from agents.notifiers.base import (
     runbook,
 )
 from pipeline.alerting.text import clip, one_line
-from pipeline.config.settings import ChannelsConfig
+from pipeline.config.settings import ChannelsConfig, secret_text
 
 SEVERITY = {"critical": "critical", "high": "error", "medium": "warning", "low": "info"}
 SUMMARY_MAX = 1024
@@ -78,7 +78,7 @@ class PagerDutyNotifier(Notifier):
 
     async def send(self, notification: Notification) -> Outcome:
         """Send every alert's event; stop at the first one that is not accepted."""
-        key = str(self.config.pagerduty.routing_key)
+        key = str(secret_text(self.config.pagerduty.routing_key))
         sent = 0
         for alert in notification.alerts:
             body = event(alert, key, notification.external_url)

@@ -29,7 +29,7 @@ from agents.notifiers.base import (
     runbook,
 )
 from pipeline.alerting.text import clip, clip_escaped, one_line, slack_text
-from pipeline.config.settings import ChannelsConfig
+from pipeline.config.settings import ChannelsConfig, secret_text
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ class SlackNotifier(Notifier):
         """The Web API client, sharing the notifier's session; it never retries on its own."""
         if self._web is None:
             self._web = AsyncWebClient(
-                token=self.config.slack.bot_token,
+                token=secret_text(self.config.slack.bot_token),
                 base_url=self.config.slack.api_url,
                 timeout=math.ceil(self.config.timeout),
                 session=self.session(),
@@ -212,7 +212,7 @@ class SlackNotifier(Notifier):
         """The incoming-webhook client, sharing the notifier's session; it never retries on its own."""
         if self._hook is None:
             self._hook = AsyncWebhookClient(
-                url=str(self.config.slack.webhook_url),
+                url=str(secret_text(self.config.slack.webhook_url)),
                 timeout=math.ceil(self.config.timeout),
                 session=self.session(),
                 logger=self._sdk_log,

@@ -20,7 +20,7 @@ import aiohttp
 
 from agents.notifiers.base import DELIVERED, FAILED, RETRY, Notification, Notifier, Outcome, headline, number
 from pipeline.alerting.text import one_line, sms_text
-from pipeline.config.settings import ChannelsConfig
+from pipeline.config.settings import ChannelsConfig, secret_text
 
 _REMEMBERED_KEYS = 1024
 
@@ -60,7 +60,8 @@ class SmsNotifier(Notifier):
     def endpoint(self) -> str:
         """The Messages resource of the account."""
         sms = self.config.sms
-        return f"{str(sms.url).rstrip('/')}/Accounts/{quote(sms.account_sid, safe='')}/Messages.json"
+        base = str(secret_text(sms.url)).rstrip("/")
+        return f"{base}/Accounts/{quote(sms.account_sid, safe='')}/Messages.json"
 
     async def send(self, notification: Notification) -> Outcome:
         """Send to each recipient that has not accepted this notification yet."""
@@ -92,7 +93,9 @@ class SmsNotifier(Notifier):
         parts = urlsplit(self.endpoint)
         if parts.username is None:
             sms = self.config.sms
-            return self.endpoint, aiohttp.encode_basic_auth(sms.account_sid, sms.auth_token or "")
+            return self.endpoint, aiohttp.encode_basic_auth(
+                sms.account_sid, secret_text(sms.auth_token) or ""
+            )
         bare = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
         return bare, aiohttp.encode_basic_auth(unquote(parts.username), unquote(parts.password or ""))
 

@@ -24,7 +24,7 @@ from urllib.parse import quote
 import orjson
 
 from agents.notifiers.base import Notification, Notifier, Outcome, is_resolved
-from pipeline.config.settings import ChannelsConfig
+from pipeline.config.settings import ChannelsConfig, secret_text
 
 NOT_ENDED = "0001-01-01T00:00:00Z"  # what Alertmanager sends as endsAt of an alert that has not ended
 
@@ -99,9 +99,11 @@ class WebhookNotifier(Notifier):
         """POST the payload once."""
         body = orjson.dumps(payload(notification))
         headers = {"Content-Type": "application/json", "X-Pulse-Notification-Key": notification.key}
-        secret = self.config.webhook.signing_secret
+        secret = secret_text(self.config.webhook.signing_secret)
         if secret:
             timestamp = str(int(time.time()))
             headers["X-Pulse-Timestamp"] = timestamp
             headers["X-Pulse-Signature"] = signature(secret, timestamp, body)
-        return await self.post(str(self.config.webhook.url), "webhook", data=body, headers=headers)
+        return await self.post(
+            str(secret_text(self.config.webhook.url)), "webhook", data=body, headers=headers
+        )

@@ -18,6 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from pipeline import __version__
+from pipeline.config.settings import shown_url
 
 if TYPE_CHECKING:
     from agents.app import Pulse
@@ -38,10 +39,12 @@ def _kafka(pulse: Pulse) -> dict[str, Any]:
     reader = pulse.history.reader
     last = reader.last_ok if reader is not None else None
     if last is None:
-        return _service("kafka", False, f"no successful fetch from {pulse.config.broker.url} yet")
+        return _service("kafka", False, f"no successful fetch from {shown_url(pulse.config.broker.url)} yet")
     silent = time.monotonic() - last
     ok = silent < BROKER_SILENT_S
-    return _service("kafka", ok, f"no successful fetch from {pulse.config.broker.url} for {silent:.0f}s")
+    return _service(
+        "kafka", ok, f"no successful fetch from {shown_url(pulse.config.broker.url)} for {silent:.0f}s"
+    )
 
 
 def _state(pulse: Pulse) -> dict[str, Any]:
@@ -137,7 +140,7 @@ def detailed_body(pulse: Pulse) -> tuple[int, dict[str, Any]]:
         },
         "services": health["services"],
         "kafka": {
-            "broker": pulse.config.broker.url,
+            "broker": shown_url(pulse.config.broker.url),
             "partitions": sorted(pulse.active_partitions()),
             "consumerLag": consumer_lag(pulse),
             "positions": pulse.reader.positions(),

@@ -14,6 +14,7 @@ from faust.web import Request, Response, View
 from agents.history import HistoryQuery
 from agents.silences import new_silence
 from agents.web import health, metrics, page
+from pipeline.config.settings import secret_text
 from pipeline.readout.figures import all_series_values
 from schemas.events import TOPIC_OF_TYPE
 
@@ -212,7 +213,7 @@ def _wall_ms() -> int:
 
 def _authorize(pulse: Pulse, request: Request) -> tuple[int, str] | None:
     """Check `Authorization: Bearer $PULSE_API_TOKEN`; return (status, reason) when refused."""
-    token = pulse.config.api_token
+    token = secret_text(pulse.config.api_token)
     if not token:
         return 403, "mutating endpoints are disabled: set PULSE_API_TOKEN on the workers"
     given = request.headers.get("Authorization", "")

@@ -7,6 +7,7 @@ errors; secrets are redacted whenever the config is shown.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +22,12 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic_core import to_jsonable_python
 
 from pipeline.durations import HINT as DURATION_HINT
 from pipeline.durations import parse_duration
@@ -50,7 +53,7 @@ class BrokerConfig(_Section):
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
     sasl_username: str | None = None
-    sasl_password: str | None = None
+    sasl_password: SecretStr | None = None
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
@@ -278,8 +281,8 @@ class ProbeConfig(_Section):
 class SlackConfig(_Section):
     """Slack: an incoming webhook, or the Web API (bot token + channel) for updatable messages."""
 
-    webhook_url: str | None = None
-    bot_token: str | None = None
+    webhook_url: SecretStr | None = None
+    bot_token: SecretStr | None = None
     channel: str | None = None
     api_url: str = "https://slack.com/api/"
 
@@ -301,7 +304,7 @@ class EmailConfig(_Section):
     smtp_host: str | None = None
     smtp_port: int = Field(default=587, ge=1, le=65535)
     smtp_user: str | None = None
-    smtp_password: str | None = None
+    smtp_password: SecretStr | None = None
     tls: Literal["starttls", "implicit", "none"] = "starttls"
     sender: str = "o4o-pulse@localhost"
     to: Recipients = ()
@@ -311,9 +314,9 @@ class EmailConfig(_Section):
 class SmsConfig(_Section):
     """SMS through a Twilio-style REST API: POST {url}/Accounts/{account_sid}/Messages.json."""
 
-    url: str | None = None
+    url: SecretStr | None = None
     account_sid: str = "AC00000000000000000000000000000000"
-    auth_token: str | None = None
+    auth_token: SecretStr | None = None
     sender: str = "+10000000000"
     to: Recipients = ()
     max_chars: int = Field(default=320, ge=70, le=1600)
@@ -322,15 +325,15 @@ class SmsConfig(_Section):
 class WebhookConfig(_Section):
     """A generic webhook receiving the Alertmanager v4 payload, signed with HMAC-SHA256."""
 
-    url: str | None = None
-    signing_secret: str | None = None
+    url: SecretStr | None = None
+    signing_secret: SecretStr | None = None
 
 
 class PagerDutyConfig(_Section):
     """PagerDuty Events API v2."""
 
     url: str = "https://events.pagerduty.com/v2/enqueue"
-    routing_key: str | None = None
+    routing_key: SecretStr | None = None
 
 
 class AlertmanagerConfig(_Section):
@@ -487,7 +490,7 @@ class Config(_Section):
     probes: tuple[ProbeConfig, ...] = ()
     channels: ChannelsConfig = ChannelsConfig()
     notify: NotifyConfig = NotifyConfig()
-    api_token: str | None = None
+    api_token: SecretStr | None = None
 
     def topic(self, name: str) -> str:
         """Return the full name of a contract topic (prefix + name)."""
@@ -503,8 +506,9 @@ class Config(_Section):
         return f"{self.app_id}-{name}"
 
     def redacted(self) -> dict[str, Any]:
-        """Return the config as plain data with every secret replaced by '***'."""
-        data: dict[str, Any] = _redact(self.model_dump(mode="json"))
+        """Return the config as plain data to show: every secret (a `SecretStr` setting) is '***', and
+        so is a password written inside any URL (`https://user:***@host`); everything else is shown."""
+        data: dict[str, Any] = to_jsonable_python(_redact(self.model_dump(mode="python")))
         return data
 
 
@@ -594,20 +598,29 @@ ENV_VARS: tuple[EnvVar, ...] = (
 
 
 def _redact(data: Any) -> Any:
+    """Hide secrets by their type, and passwords written inside URLs by their place."""
+    if isinstance(data, SecretStr):
+        return "***"
+    if isinstance(data, str):
+        return shown_url(data)
     if isinstance(data, dict):
-        out = {}
-        for key, value in data.items():
-            if value is not None and key in _SECRET_KEYS:
-                out[key] = "***"
-            else:
-                out[key] = _redact(value)
-        return out
-    if isinstance(data, list):
+        return {key: _redact(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
         return [_redact(v) for v in data]
     return data
 
 
-_SECRET_KEYS = {var.path[-1] for var in ENV_VARS if var.secret}
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/@:\s]*:)[^/@\s]*@")
+
+
+def shown_url(text: str) -> str:
+    """Text with the password of every URL in it replaced by '***' (`https://user:***@host/`)."""
+    return _URL_PASSWORD.sub(r"\g<head>***@", text)
+
+
+def secret_text(value: SecretStr | None) -> str | None:
+    """The plain text of an optional secret setting, for the one place that uses it."""
+    return value.get_secret_value() if value is not None else None
 
 
 def _line_index(text: str) -> dict[tuple[str, ...], int]:

@@ -17,7 +17,7 @@ import click
 import orjson
 
 from pipeline import __version__
-from pipeline.config.settings import Config, load_config
+from pipeline.config.settings import Config, load_config, secret_text
 from pipeline.errors import PulseError
 
 EXIT_SHUTDOWN_TIMEOUT = 75
@@ -273,8 +273,9 @@ def _api(method: str, path: str, body: dict[str, Any] | None = None, url: str | 
     if not base.startswith(("http://", "https://")):
         raise click.BadParameter(f"{base!r}: give an http:// or https:// URL", param_hint="--url")
     headers = {"Content-Type": "application/json"}
-    if config.api_token:
-        headers["Authorization"] = f"Bearer {config.api_token}"
+    token = secret_text(config.api_token)
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     data = orjson.dumps(body) if body is not None else None
     request = urllib.request.Request(base + path, data=data, headers=headers, method=method)  # noqa: S310
     try:

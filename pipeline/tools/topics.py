@@ -10,7 +10,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from agents.kafka.transport import client_security
-from pipeline.config.settings import Config
+from pipeline.config.settings import Config, shown_url
 from pipeline.errors import BrokerError
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ async def ensure_topics(config: Config, names: list[str], within: float = 30.0) 
         except KafkaConnectionError as exc:
             if asyncio.get_running_loop().time() > deadline:
                 raise BrokerError(
-                    f"cannot reach the Kafka broker at {config.broker.url} ({exc}); "
+                    f"cannot reach the Kafka broker at {shown_url(config.broker.url)} ({exc}); "
                     "check PULSE_BROKER_URL, or start one with `pulse broker`"
                 ) from exc
             await asyncio.sleep(0.5)

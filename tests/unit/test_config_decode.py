@@ -101,15 +101,12 @@ def test_env_replaces_a_null_section(tmp_path: Path) -> None:
     assert load_config({"PULSE_WEB_PORT": "7001"}, path).web.port == 7001
 
 
-# Secrets. The brief's secret was api.token (PULSE_API_TOKEN); while these tests were written the
-# api section was being removed from the config, leaving ENV_VARS without any secret. The fixture
-# below uses the config's own secret settings when it declares some, and otherwise declares a
-# stand-in secret so that the `*_FILE` and redaction machinery, which is still there, stays tested.
+# Secrets: every setting typed SecretStr is one, and only those read a `*_FILE` variable.
 
 
 def secret_value(var: EnvVar, text: str) -> str:
     """A valid value for the setting `var` that contains `text`."""
-    return f"kafka://{text}:9092" if var.path == ("broker", "url") else text
+    return f"http://127.0.0.1/{text}" if var.path[-1] in ("url", "webhook_url") else text
 
 
 def read_setting(config: Config, path: tuple[str, ...]) -> Any:
@@ -125,16 +122,29 @@ def dig(data: Any, path: tuple[str, ...]) -> Any:
     return data
 
 
-@pytest.fixture(params=[v.name for v in config_mod.ENV_VARS if v.secret] or ["stand-in"])
-def secret(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> EnvVar:
-    declared = {v.name: v for v in config_mod.ENV_VARS if v.secret}
-    if request.param in declared:
-        return declared[request.param]
-    var = EnvVar("PULSE_BROKER_URL", ("broker", "url"), "stand-in secret", secret=True)
-    others = tuple(v for v in config_mod.ENV_VARS if v.name != var.name)
-    monkeypatch.setattr(config_mod, "ENV_VARS", (*others, var))
-    monkeypatch.setattr(config_mod, "_SECRET_KEYS", {var.path[-1]})
-    return var
+SECRET_VARS = [v for v in config_mod.ENV_VARS if v.secret]
+
+
+@pytest.fixture(params=[v.name for v in SECRET_VARS])
+def secret(request: pytest.FixtureRequest) -> EnvVar:
+    return next(v for v in SECRET_VARS if v.name == request.param)
+
+
+def secret_paths(model: type, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """Every setting whose type is SecretStr (optional or not)."""
+    found: set[tuple[str, ...]] = set()
+    for name, field in model.model_fields.items():  # type: ignore[attr-defined]
+        annotation = field.annotation
+        if hasattr(annotation, "model_fields"):
+            found |= secret_paths(annotation, (*prefix, name))
+        elif SecretStr in getattr(annotation, "__args__", (annotation,)):
+            found.add((*prefix, name))
+    return found
+
+
+def test_the_secret_variables_are_exactly_the_secret_typed_settings() -> None:
+    assert len(SECRET_VARS) >= 9
+    assert {v.path for v in SECRET_VARS} == secret_paths(Config)
 
 
 def test_secret_from_file(tmp_path: Path, secret: EnvVar) -> None:
@@ -273,11 +283,32 @@ def test_redacted_hides_secrets(secret: EnvVar) -> None:
     assert data["windows"]["windows"] == [60.0, 300.0, 3600.0]
 
 
-def test_redacted_without_secrets_is_the_plain_dump() -> None:
-    config = load_config({"PULSE_TOPIC_PREFIX": "plain."})
-    if not any(v.secret for v in config_mod.ENV_VARS):
-        assert config.redacted() == config.model_dump(mode="json")
-    assert config.redacted()["topics"]["prefix"] == "plain."
+def test_redacted_shows_what_is_not_secret_and_hides_every_secret() -> None:
+    env = {v.name: secret_value(v, f"secret-{i}-of-{v.name.lower()}") for i, v in enumerate(SECRET_VARS)}
+    env |= {
+        "PULSE_BROKER_URL": "kafka://b:9092",
+        "PULSE_PAGERDUTY_URL": "https://events.example.com/v2/enqueue",
+        "PULSE_ALERTMANAGER_URL": "https://ops:am-password@alertmanager.example.com:9093",
+        "PULSE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "PULSE_KAFKA_SASL_USERNAME": "pulse",
+    }
+    config = load_config(env)
+    data = config.redacted()
+    text = orjson.dumps(data).decode()
+    # Every secret is hidden, wherever it is...
+    for var in SECRET_VARS:
+        assert dig(data, var.path) == "***", var.name
+        assert env[var.name] not in text, var.name
+    # ...and so is a password written inside any URL, while the rest of that URL stays readable.
+    assert data["channels"]["alertmanager"]["url"] == "https://ops:***@alertmanager.example.com:9093"
+    assert "am-password" not in text
+    # What is not secret is shown as it is.
+    assert data["broker"]["url"] == "kafka://b:9092"
+    assert data["channels"]["pagerduty"]["url"] == "https://events.example.com/v2/enqueue"
+    assert data["broker"]["sasl_username"] == "pulse"
+    assert data["topics"]["prefix"] == "o4o."
+    # A SecretStr never shows its value by accident either (repr, str, f-strings in logs).
+    assert "secret-" not in repr(config) and "secret-" not in str(config)
 
 
 # --- decode ----------------------------------------------------------------------------------------
