@@ -23,7 +23,6 @@ import contextlib
 import logging
 import time
 import zlib
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -32,9 +31,8 @@ import orjson
 from agents.kafka.durable import ChangelogWriter
 from agents.notifiers import notifiers
 from agents.notifiers.base import Notification, Notifier, Outcome, RetryPolicy, deliver, redact
-from pipeline.alerting.group import Entry, Group, Plan, build_groups, plan
-from pipeline.alerting.inhibit import inhibited
-from pipeline.alerting.silence import silenced
+from pipeline.alerting.group import Entry, Group, Plan, build_groups
+from pipeline.alerting.steps import Muted, any_of, inhibit, plan, silence
 
 if TYPE_CHECKING:
     from agents.app import Pulse
@@ -115,13 +113,10 @@ class Notifications:
         owned = self.pulse.active_partitions()
         alerts = list(history.latest.values())
         firing = [dict(a.get("labels", {})) for a in alerts if a.get("state") == "firing"]
-        silences = self.pulse.silences.store.active(now_ms)
-        rules = self.config.inhibit_rules
-
-        def muted(alert: Mapping[str, Any]) -> bool:
-            labels = alert.get("labels", {})
-            return silenced(silences, labels, now_ms) or inhibited(rules, labels, firing)
-
+        muted = any_of(
+            silence(self.pulse.silences.store.active(now_ms), now_ms),
+            inhibit(self.config.inhibit_rules, firing),
+        )
         queued = 0
         for group in build_groups(self.config, alerts).values():
             partition = owner_of(group.key, self.partitions)
@@ -132,7 +127,7 @@ class Notifications:
             self.pulse.metrics.notify_queue.labels(channel).set(queue.qsize())
         return queued
 
-    def _plan_group(self, group: Group, partition: int, now_ms: int, muted: Any) -> int:
+    def _plan_group(self, group: Group, partition: int, now_ms: int, muted: Muted) -> int:
         receiver = self.receivers[group.match.receiver]
         queued = 0
         for channel in receiver.channels:

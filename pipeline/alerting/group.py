@@ -1,37 +1,17 @@
-"""Pure notification planning: which groups exist, and when each channel of a group is due a message.
-
-Input: the latest transition of every alert (every worker reads the whole alerts topic), the routing
-config, silences, and the delivery ledger of the group. Output: the notification to send now, if any.
-
-A channel of a group is due:
-- a first *firing* message once `group_wait` has passed since the group's earliest firing alert
-  started;
-- a new message when the set of firing incidents changed (or an incident it announced resolved), at
-  most every `group_interval` since the last one;
-- a *repeat* every `repeat_interval` while the same incidents fire;
-- a *resolved* message when nothing fires any more and it had announced firing incidents (only if the
-  receiver sends resolved messages), after `group_interval`.
-Routes with `active_time_intervals` hold everything outside those intervals; nothing is dropped, the
-message goes out when the interval opens. Silenced and inhibited alerts count as not firing.
+"""Notification groups: which groups exist, what a channel of a group last delivered (the ledger
+entry), and what a notification carries (the plan). When a channel is due a message is decided by the
+steps of `pipeline.alerting.steps`.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
-from pipeline.alerting.intervals import active
 from pipeline.alerting.route import Match, group_key, group_labels, route
 from pipeline.config.settings import NotifyConfig
-
-
-def _ms(text: Any) -> int:
-    if not text:
-        return 0
-    return int(datetime.fromisoformat(str(text)).timestamp() * 1000)
 
 
 def incident(alert: Mapping[str, Any]) -> str:
@@ -99,43 +79,3 @@ class Plan:
         """Stable id of this content (the ledger key of the delivery, with group and channel)."""
         text = self.status + "|" + ",".join(self.incidents)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def plan(
-    config: NotifyConfig,
-    group: Group,
-    entry: Entry | None,
-    now_ms: int,
-    muted: Callable[[Mapping[str, Any]], bool],
-    send_resolved: bool,
-) -> Plan | None:
-    """Return the notification this channel of the group is due now, or None."""
-    match = group.match
-    firing = [a for a in group.alerts.values() if a.get("state") == "firing" and not muted(a)]
-    firing.sort(key=incident)
-    incidents = tuple(incident(a) for a in firing)
-    announced = set(entry.incidents) if entry is not None and entry.status == "firing" else set()
-    ended = [a for a in group.alerts.values() if a.get("state") == "resolved" and incident(a) in announced]
-    if not active(config, match, now_ms):
-        return None
-    if firing:
-        if entry is None or entry.status != "firing":
-            first = min(_ms(a.get("starts_at")) for a in firing)
-            if entry is not None and now_ms - entry.sent_ms < match.group_interval * 1000:
-                return None
-            if now_ms - first < match.group_wait * 1000:
-                return None
-            return Plan("firing", tuple(firing) + tuple(ended), incidents, "first")
-        since = now_ms - entry.sent_ms
-        if set(incidents) != announced:
-            if since < match.group_interval * 1000:
-                return None
-            return Plan("firing", tuple(firing) + tuple(ended), incidents, "changed")
-        if since >= match.repeat_interval * 1000:
-            return Plan("firing", tuple(firing), incidents, "repeat")
-        return None
-    if ended and send_resolved and entry is not None:
-        if now_ms - entry.sent_ms < match.group_interval * 1000:
-            return None
-        return Plan("resolved", tuple(ended), (), "resolved")
-    return None

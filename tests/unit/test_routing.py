@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 
-from pipeline.alerting.group import Entry, build_groups, incident, plan
+from pipeline.alerting.group import Entry, build_groups, incident
 from pipeline.alerting.inhibit import inhibited
 from pipeline.alerting.intervals import in_interval
 from pipeline.alerting.route import route
 from pipeline.alerting.silence import Silence, silenced
+from pipeline.alerting.steps import plan
 from pipeline.config.settings import NotifyConfig, TimeIntervalConfig, load_config
 
 DEFAULTS = NotifyConfig()
