@@ -17,6 +17,7 @@ import orjson
 
 from agents.kafka import tail as readers
 from agents.kafka.tail import TopicReader
+from pipeline.records import LEGACY, VERSION_KEY, AlertRecord, NotificationFailed, check_version
 
 if TYPE_CHECKING:
     from agents.app import Pulse
@@ -72,12 +73,15 @@ class AlertHistory:
         """Take one record of the alerts topic."""
         alert = _json(value)
         if alert is not None:
+            check_version(AlertRecord, alert.get(VERSION_KEY, LEGACY), "alerts topic")
             self.add(alert)
 
     def take_failure(self, value: bytes | None) -> None:
         """Take one record of the notifications dead-letter topic."""
         failure = _json(value)
         if failure is not None:
+            where = "notifications dead-letter topic"
+            check_version(NotificationFailed, failure.get(VERSION_KEY, LEGACY), where)
             self.failures.append(failure)
 
     def caught_up(self) -> bool:

@@ -19,6 +19,7 @@ from agents.kafka.tail import TopicReader
 from pipeline.alerting.route import matchers
 from pipeline.alerting.silence import Silence
 from pipeline.durations import parse_duration
+from pipeline.records import MalformedRecord
 
 if TYPE_CHECKING:
     from agents.app import Pulse
@@ -98,7 +99,7 @@ class SilenceBook:
             return
         try:
             self.store.put(Silence.from_dict(orjson.loads(value)))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        except (orjson.JSONDecodeError, MalformedRecord):
             log.warning("ignored a malformed record on the silences topic")
 
 

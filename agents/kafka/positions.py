@@ -25,10 +25,10 @@ the current assignment are recovered, and never again for a generation that was 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+
+from pipeline.records import FlushRecord
 
 log = logging.getLogger(__name__)
 
@@ -79,29 +79,11 @@ def applied_key(partition: int) -> str:
     return f"applied:{partition}"
 
 
-@dataclass(frozen=True, slots=True)
-class FlushRecord:
-    """The offset range of an input partition's last flush, as stored in the flushlog table."""
-
-    first: int
-    last: int
-
-    def to_wire(self) -> dict[str, int]:
-        """The table value."""
-        return {"a": self.first, "b": self.last}
-
-    @classmethod
-    def from_wire(cls, value: Mapping[str, Any]) -> FlushRecord:
-        """Read a table value written by `to_wire`."""
-        return cls(int(value["a"]), int(value["b"]))
-
-
-def input_plan(record: Mapping[str, Any] | None) -> ResumePlan:
+def input_plan(record: FlushRecord | None) -> ResumePlan:
     """The plan of an input partition, from its flush record (None: never flushed)."""
-    if not record:
+    if record is None:
         return FromStart()
-    flushed = FlushRecord.from_wire(record)
-    return Replay(flushed.first, flushed.last)
+    return Replay(record.first, record.last)
 
 
 def partials_plan(applied: int | None) -> ResumePlan:

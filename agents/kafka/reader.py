@@ -27,10 +27,11 @@ from typing import TYPE_CHECKING, Any, cast
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
-from agents.kafka.durable import REVOKE_GRACE_S, SHUTDOWN_GRACE_S, drain
+from agents.kafka.durable import REVOKE_GRACE_S, SHUTDOWN_GRACE_S, crash, drain
 from agents.kafka.positions import Lifecycle, Phase, Position, moved, resolve
 from agents.kafka.transport import client_security
 from pipeline.config.settings import BrokerConfig
+from pipeline.records import StoredFormatError
 
 if TYPE_CHECKING:
     from agents.app import Pulse
@@ -172,6 +173,9 @@ class Reader:
         try:
             while not self.stopping:
                 await self._step(consumer)
+        except StoredFormatError as exc:  # a record this version cannot read: say so and stop
+            crash(self.pulse.app, exc, "reading a stored record")
+            raise
         finally:
             self.parked.set()
             await consumer.stop()

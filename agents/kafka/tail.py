@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from agents.kafka.durable import crash
 from agents.kafka.transport import client_security
+from pipeline.records import StoredFormatError
 
 if TYPE_CHECKING:
     from agents.app import Pulse
@@ -39,6 +41,9 @@ class TopicReader:
             try:
                 await self._read()
             except asyncio.CancelledError:
+                raise
+            except StoredFormatError as exc:  # a record this version cannot read: say so and stop
+                crash(self.pulse.app, exc, f"reading {self.topic}")
                 raise
             except Exception as exc:  # the broker went away: keep what we have, try again
                 log.warning("reading %s: %r; retrying", self.topic, exc)

@@ -26,13 +26,12 @@ import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from agents.kafka.durable import ChangelogWriter
 from agents.notifiers import notifiers
 from agents.notifiers.base import Notification, Notifier, Outcome, RetryPolicy, deliver, redact
 from pipeline.alerting.group import Entry, Group, Plan, build_groups
 from pipeline.alerting.steps import Muted, any_of, inhibit, plan, silence
+from pipeline.records import NotificationFailed, encode
 
 if TYPE_CHECKING:
     from agents.app import Pulse
@@ -205,22 +204,22 @@ class Notifications:
     async def _dead_letter(
         self, channel: str, job: Job, outcome: Outcome, attempts: int, now_ms: int
     ) -> None:
-        record = {
-            "kind": "notification_failed",
-            "channel": channel,
-            "receiver": job.notification.receiver,
-            "group_key": job.notification.group_key,
-            "status": job.plan.status,
-            "alerts": [a.get("id") for a in job.plan.alerts],
-            "rules": sorted({str(a.get("rule")) for a in job.plan.alerts}),
-            "reason": redact(outcome.reason, self.pulse.config.channels),
-            "attempts": attempts,
-            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now_ms / 1000)),
-        }
+        record = NotificationFailed(
+            kind="notification_failed",
+            channel=channel,
+            receiver=job.notification.receiver,
+            group_key=job.notification.group_key,
+            status=job.plan.status,
+            alerts=[a.get("id") for a in job.plan.alerts],
+            rules=sorted({str(a.get("rule")) for a in job.plan.alerts}),
+            reason=redact(outcome.reason, self.pulse.config.channels),
+            attempts=attempts,
+            timestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now_ms / 1000)),
+        )
         try:
             topic = self.pulse.notify_deadletter_name
             sent = await self.pulse.app.producer.send(
-                topic, job.key.encode(), orjson.dumps(record), None, None, None
+                topic, job.key.encode(), encode(record), None, None, None
             )
             await sent
         except Exception as exc:  # the ledger entry still stops endless retries; the log keeps the fact

@@ -19,12 +19,11 @@ import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from aiokafka import TopicPartition
 
 from agents.kafka.durable import ChangelogWriter, crash
 from agents.kafka.positions import Position, ResumePlan, applied_key, partials_plan
-from pipeline.state.aggregates import loads_block_series
+from pipeline.records import AppliedRecord, PartialBlock, check_cells, decode_partials
 from pipeline.state.cells import Retention, SeriesState, apply_block, group_cells, is_cell_key, split_cell_key
 from pipeline.state.series import owner
 
@@ -159,6 +158,8 @@ class Stage2:
         self.caught_up: set[int] = set()
         """Partitions that read their partials to the end once since the assignment."""
         self.owned: list[int] = []
+        self.formats_checked = False
+        """Whether the recovered cells of the current assignment had their formats checked."""
         self.evaluator: Evaluator | None = None
         self.reader: Reader | None = None
 
@@ -166,8 +167,14 @@ class Stage2:
 
     def plan(self, partition: int) -> ResumePlan:
         """Where a partials partition resumes: after the last offset whose cells are durable."""
-        recorded = self.pulse.cells.get(applied_key(partition))
-        return partials_plan(None if recorded is None else int(recorded))
+        if not self.formats_checked:
+            check_cells(self.pulse.cells.data, "cells table")  # stops the worker on a format it cannot read
+            self.formats_checked = True
+        key = applied_key(partition)
+        value = self.pulse.cells.get(key)
+        if value is None:
+            return partials_plan(None)
+        return partials_plan(AppliedRecord.from_wire(value, f"cells key {key!r}").offset)
 
     def start(self, partition: int, position: Position) -> None:
         """Start reading a partials partition at `position`."""
@@ -179,6 +186,7 @@ class Stage2:
     def stop(self) -> None:
         """Forget the assignment (after a revocation, once the writes are drained)."""
         self.owned = []
+        self.formats_checked = False
         self.caught_up.clear()
         self.applied.clear()
         self.dirty.clear()
@@ -193,30 +201,27 @@ class Stage2:
 
     def take(self, partition: int, records: list[Any]) -> None:
         """Apply a batch of one partials partition's messages."""
-        loads = orjson.loads
         for record in records:
             value = record.value
             if not value:
                 continue
-            data = loads(value)
-            blocks = data.get("blocks")
-            if blocks:  # (tick messages of older versions carry none)
-                self.apply(partition, blocks)
+            message = decode_partials(value, f"partials {partition} offset {record.offset}")
+            if message.blocks:  # (tick messages of older versions carry none)
+                self.apply(partition, message.blocks)
         if not self.pending_messages:
             self.pending_since = time.monotonic()
         self.pending_messages += len(records)
         self.applied[partition] = records[-1].offset
 
-    def apply(self, partition: int, blocks: list[dict[str, Any]]) -> None:
+    def apply(self, partition: int, blocks: list[PartialBlock]) -> None:
         """Merge blocks into the cells in memory and mark what changed."""
         self.view.states()  # make sure the index is current before it is updated
         metrics = self.pulse.metrics
         store = self.pulse.cells.data
         dirty = self.dirty
         for block in blocks:
-            series = loads_block_series(block["s"])
-            source, start, end = block["src"], block["a"], block["b"]
-            result = apply_block(store, source, end, series, self.coarse_ms, start)
+            source, start, end = block.source, block.first, block.last
+            result = apply_block(store, source, end, block.series, self.coarse_ms, start)
             if result.overlapped:
                 metrics.cells_overlapped.inc(len(result.overlapped))
                 log.warning(
@@ -306,7 +311,7 @@ class Stage2:
         if sends:
             await asyncio.gather(*sends)
         marks = [
-            await self.writer.put(applied_key(partition), offset, partition)
+            await self.writer.put(applied_key(partition), AppliedRecord(offset).to_wire(), partition)
             for partition, offset in positions.items()
         ]
         if marks:

@@ -35,7 +35,6 @@ from aiokafka import TopicPartition
 
 from agents.kafka.durable import ChangelogWriter, crash
 from agents.kafka.positions import (
-    FlushRecord,
     Position,
     Replay,
     ResumePlan,
@@ -46,7 +45,7 @@ from agents.kafka.positions import (
 from pipeline.ingest.decode import decode
 from pipeline.ingest.guard import LabelGuard
 from pipeline.ingest.preagg import ACCUMULATORS, Accumulator, FlushContext, Parts
-from pipeline.state.aggregates import dumps
+from pipeline.records import FlushRecord, GuardRecord, encode_partials
 from pipeline.state.series import owner
 from schemas.events import Rejection, validator
 from schemas.typed import fast_decoder, from_dict
@@ -164,7 +163,9 @@ class Stage1:
 
     def plan(self, tp: TopicPartition) -> ResumePlan:
         """Where an input partition resumes, from its recovered flush record."""
-        return input_plan(self.pulse.flushlog.get(flush_key(tp.topic, tp.partition)))
+        key = flush_key(tp.topic, tp.partition)
+        value = self.pulse.flushlog.get(key)
+        return input_plan(None if value is None else FlushRecord.from_wire(value, f"flushlog key {key!r}"))
 
     def start(self, tp: TopicPartition, position: Position) -> None:
         """Start the partition's buffer at `position` (replaying its recorded range, if any)."""
@@ -429,7 +430,8 @@ class Stage1:
             partition = job.tp.partition
             if job.admitted is not None:
                 # Before the range: a replay must fold labels exactly as this flush did.
-                records.append(await self.flushlog.put(guard_key(partition), job.admitted, partition))
+                guard = GuardRecord(job.admitted).to_wire()
+                records.append(await self.flushlog.put(guard_key(partition), guard, partition))
             record = FlushRecord(job.first, job.last).to_wire()
             records.append(await self.flushlog.put(flush_key(job.tp.topic, partition), record, partition))
         # The records must be durable before any partial of their ranges can reach stage 2.
@@ -444,7 +446,9 @@ class Stage1:
                 split[owner(key, self.partitions)][key] = part
             source = flush_key(job.tp.topic, job.tp.partition)
             for dest, series in split.items():
-                by_owner[dest].append({"src": source, "a": job.first, "b": job.last, "s": series})
+                by_owner[dest].append(
+                    {"source": source, "first": job.first, "last": job.last, "series": series}
+                )
         sends: list[Awaitable[Any]] = []
         for dest, dest_blocks in by_owner.items():
             for payload in _payloads(dest_blocks):
@@ -459,7 +463,11 @@ class Stage1:
         guard = self.guards.get(partition)
         if guard is None:
             limits = self.pulse.config.cardinality.limits()
-            recorded = self.pulse.flushlog.get(guard_key(partition))
+            key = guard_key(partition)
+            value = self.pulse.flushlog.get(key)
+            recorded = (
+                None if value is None else GuardRecord.from_wire(value, f"flushlog key {key!r}").admitted
+            )
             guard = self.guards[partition] = LabelGuard(limits, recorded)
         return guard
 
@@ -478,17 +486,17 @@ def _name(tp: TopicPartition) -> str:
 
 def _payloads(blocks: list[dict[str, Any]]) -> list[bytes]:
     """Encode blocks for one destination, splitting series so that no message gets too large."""
-    payload = dumps({"blocks": blocks})
+    payload = encode_partials(blocks)
     if len(payload) <= MAX_PARTIAL_BYTES:
         return [payload]
     out: list[bytes] = []
     for block in blocks:
-        keys = list(block["s"])
+        keys = list(block["series"])
         if len(keys) <= 1:
-            out.append(dumps({"blocks": [block]}))
+            out.append(encode_partials([block]))
             continue
         half = len(keys) // 2
         for chunk in (keys[:half], keys[half:]):
-            sub = {**block, "s": {k: block["s"][k] for k in chunk}}
+            sub = {**block, "series": {k: block["series"][k] for k in chunk}}
             out.extend(_payloads([sub]))
     return out

@@ -12,6 +12,7 @@ from typing import Any
 
 from pipeline.alerting.route import Match, group_key, group_labels, route
 from pipeline.config.settings import NotifyConfig
+from pipeline.records import LedgerRecord
 
 
 def incident(alert: Mapping[str, Any]) -> str:
@@ -56,13 +57,14 @@ class Entry:
     meta: Mapping[str, Any] = field(default_factory=dict)  # e.g. Slack channel and ts of the message
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON form for the ledger table."""
-        return {"s": self.status, "i": list(self.incidents), "t": self.sent_ms, "m": dict(self.meta)}
+        """The stored form for the ledger table (`pipeline.records.LedgerRecord`)."""
+        return LedgerRecord(self.status, list(self.incidents), self.sent_ms, dict(self.meta)).to_wire()
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Entry:
-        """Read the JSON form."""
-        return cls(str(data["s"]), tuple(data["i"]), int(data["t"]), dict(data.get("m") or {}))
+    def from_dict(cls, data: Mapping[str, Any], where: str = "nflog") -> Entry:
+        """Read the stored form (any format this version reads)."""
+        record = LedgerRecord.from_wire(data, where)
+        return cls(record.status, tuple(record.incidents), record.sent_ms, dict(record.meta))
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.alerting.route import all_match, matchers
+from pipeline.records import SilenceRecord
 
 
 @dataclass(frozen=True)
@@ -29,26 +30,27 @@ class Silence:
         return self.active(now_ms) and all_match(matchers(self.matchers), labels)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON form (the silences topic and the API)."""
-        return {
-            "id": self.id,
-            "matchers": dict(self.matchers),
-            "startsAt": self.starts_at_ms,
-            "endsAt": self.ends_at_ms,
-            "createdBy": self.created_by,
-            "comment": self.comment,
-        }
+        """JSON form (the silences topic and the API): `pipeline.records.SilenceRecord`."""
+        return SilenceRecord(
+            id=self.id,
+            matchers=dict(self.matchers),
+            starts_at_ms=self.starts_at_ms,
+            ends_at_ms=self.ends_at_ms,
+            created_by=self.created_by,
+            comment=self.comment,
+        ).to_wire()
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Silence:
-        """Read the JSON form."""
+    def from_dict(cls, data: Mapping[str, Any], where: str = "silences topic") -> Silence:
+        """Read the JSON form (any format this version reads)."""
+        record = SilenceRecord.from_wire(data, where)
         return cls(
-            id=str(data["id"]),
-            matchers=dict(data["matchers"]),
-            starts_at_ms=int(data["startsAt"]),
-            ends_at_ms=int(data["endsAt"]),
-            created_by=str(data.get("createdBy", "")),
-            comment=str(data.get("comment", "")),
+            id=record.id,
+            matchers=dict(record.matchers),
+            starts_at_ms=record.starts_at_ms,
+            ends_at_ms=record.ends_at_ms,
+            created_by=record.created_by,
+            comment=record.comment,
         )
 
 

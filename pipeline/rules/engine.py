@@ -30,6 +30,7 @@ from enum import StrEnum
 from typing import Any
 
 from pipeline.durations import format_duration
+from pipeline.records import AlertRecord, AlertStateRecord
 from pipeline.rules.catalogue import Snapshot
 from pipeline.rules.model import Rule, RuleSet
 from pipeline.rules.observe import Observation, fingerprint, gone, observe
@@ -58,21 +59,6 @@ class FlapPolicy:
 
 DEFAULT_FLAP = FlapPolicy()
 
-# Compact keys of AlertState.to_dict, since states are written to a changelog topic.
-_KEYS = {
-    "fingerprint": "f",
-    "rule": "r",
-    "labels": "l",
-    "state": "s",
-    "active_since_ms": "a",
-    "starts_at_ms": "b",
-    "ends_at_ms": "e",
-    "last_true_ms": "t",
-    "value": "v",
-    "fired": "h",
-    "cleared_since_ms": "c",
-}
-
 
 @dataclass
 class AlertState:
@@ -91,32 +77,39 @@ class AlertState:
     cleared_since_ms: int | None = None  # while firing: first evaluation that saw the condition false
 
     def to_dict(self) -> dict[str, Any]:
-        """Compact JSON-able form; None fields and an empty `fired` are left out."""
-        out: dict[str, Any] = {}
-        for name, key in _KEYS.items():
-            value = getattr(self, name)
-            if value is None or (name == "fired" and not value):
-                continue
-            if name == "value" and value != value:  # NaN is not JSON
-                continue
-            out[key] = str(value) if name == "state" else value
-        return out
+        """The stored form (`pipeline.records.AlertStateRecord`); None fields and an empty `fired` are
+        left out, and so is a NaN value (not JSON)."""
+        value = self.value if self.value is not None and self.value == self.value else None
+        return AlertStateRecord(
+            fingerprint=self.fingerprint,
+            rule=self.rule,
+            state=str(self.state),
+            labels=dict(self.labels),
+            active_since_ms=self.active_since_ms,
+            starts_at_ms=self.starts_at_ms,
+            ends_at_ms=self.ends_at_ms,
+            last_true_ms=self.last_true_ms,
+            value=value,
+            fired=list(self.fired),
+            cleared_since_ms=self.cleared_since_ms,
+        ).to_wire()
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> AlertState:
-        """Rebuild a state from `to_dict` output."""
+    def from_dict(cls, data: Mapping[str, Any], where: str = "alertstate") -> AlertState:
+        """Rebuild a state from its stored form (any format this version reads)."""
+        record = AlertStateRecord.from_wire(data, where)
         return cls(
-            fingerprint=data["f"],
-            rule=data["r"],
-            labels=dict(data.get("l", {})),
-            state=State(data["s"]),
-            active_since_ms=data.get("a"),
-            starts_at_ms=data.get("b"),
-            ends_at_ms=data.get("e"),
-            last_true_ms=data.get("t"),
-            value=data.get("v"),
-            fired=list(data.get("h", [])),
-            cleared_since_ms=data.get("c"),
+            fingerprint=record.fingerprint,
+            rule=record.rule,
+            labels=dict(record.labels),
+            state=State(record.state),
+            active_since_ms=record.active_since_ms,
+            starts_at_ms=record.starts_at_ms,
+            ends_at_ms=record.ends_at_ms,
+            last_true_ms=record.last_true_ms,
+            value=record.value,
+            fired=list(record.fired),
+            cleared_since_ms=record.cleared_since_ms,
         )
 
 
@@ -155,27 +148,28 @@ class Transition:
         return f"{self.fingerprint}:{self.starts_at_ms}:{self.state}"
 
     def to_alert(self) -> dict[str, Any]:
-        """JSON for the alerts topic: the guide's Alert fields plus identity and lifecycle."""
+        """JSON for the alerts topic (`pipeline.records.AlertRecord`): the guide's Alert fields plus
+        identity and lifecycle."""
         value = self.value if self.value is not None and self.value == self.value else None
-        return {
-            "id": self.id,
-            "fingerprint": self.fingerprint,
-            "rule": self.rule,
-            "state": str(self.state),
-            "previous": str(self.previous),
-            "severity": self.severity,
-            "title": self.annotations.get("summary", self.rule),
-            "message": self.annotations.get("description", ""),
-            "metric": self.metric,
-            "currentValue": value,
-            "threshold": self.threshold,
-            "timestamp": rfc3339(self.at_ms),
-            "service": self.service,
-            "labels": dict(self.labels),
-            "annotations": dict(self.annotations),
-            "starts_at": None if self.starts_at_ms is None else rfc3339(self.starts_at_ms),
-            "ends_at": None if self.ends_at_ms is None else rfc3339(self.ends_at_ms),
-        }
+        return AlertRecord(
+            id=self.id,
+            fingerprint=self.fingerprint,
+            rule=self.rule,
+            state=str(self.state),
+            previous=str(self.previous),
+            severity=self.severity,
+            title=self.annotations.get("summary", self.rule),
+            message=self.annotations.get("description", ""),
+            metric=self.metric,
+            currentValue=value,
+            threshold=self.threshold,
+            timestamp=rfc3339(self.at_ms),
+            service=self.service,
+            labels=dict(self.labels),
+            annotations=dict(self.annotations),
+            starts_at=None if self.starts_at_ms is None else rfc3339(self.starts_at_ms),
+            ends_at=None if self.ends_at_ms is None else rfc3339(self.ends_at_ms),
+        ).to_wire()
 
 
 def _owns_all(rule: Rule, labels: Mapping[str, str]) -> bool:

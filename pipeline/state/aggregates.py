@@ -85,15 +85,3 @@ def merged(aggs: Iterable[Mapping[str, Any]]) -> Agg:
 def dumps(data: Any) -> bytes:
     """Encode blocks and cells (int dict keys become strings)."""
     return orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)
-
-
-def loads_block_series(series: dict[str, Any]) -> dict[str, Any]:
-    """Turn the pane starts of one decoded block's series section back into ints, in place.
-
-    Sketch bins stay keyed by strings after JSON; `pipeline.sketches.quantiles` reads either form.
-    """
-    for part in series.values():
-        panes = part.get("p")
-        if panes:
-            part["p"] = {int(start): agg for start, agg in panes.items()}
-    return series

@@ -6,11 +6,12 @@ A cell is one part of one series, keyed `series␞<res><rest>`:
     c<start>     coarse pane                 p<d|m...>  calendar period ("pd20261126", "pm202611")
     l            latest state (health, gauges)  e<id>    latest state of one entity (a product)
 
-Its value is {"a": {source: last offset applied}, "v": value}. A block from stage 1 carries the
-source partition and the offset range [a, b] it summarizes; an additive cell that already applied
-offset b of that source skips it. Latest states merge by last-writer-wins, which is idempotent by
-itself. Each cell is written as one changelog record, so whatever subset of a block's writes survived
-a crash, replaying the block completes it without counting anything twice.
+Its value is a `pipeline.records.Cell`: {"a": {source: last offset applied}, "v": value, "V": format}.
+A block from stage 1 carries the source partition and the offset range [first, last] it summarizes;
+an additive cell that already applied offset `last` of that source skips it. Latest states merge by
+last-writer-wins, which is idempotent by itself. Each cell is written as one changelog record, so
+whatever subset of a block's writes survived a crash, replaying the block completes it without
+counting anything twice.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from pipeline.records import CELL_APPLIED, CELL_VALUE, SeriesPart, new_cell
 from pipeline.state.aggregates import Agg, merge_into, newer
 from pipeline.state.calendar import Calendar
 from pipeline.state.windows import pane_start
@@ -77,31 +79,36 @@ def _add_cell(
 ) -> None:
     cell = cells.get(key)
     if cell is None:
-        cell = {"a": {}, "v": {}}
+        cell = new_cell()
     else:
-        applied = cell["a"].get(source, -1)
+        applied = cell[CELL_APPLIED].get(source, -1)
         if applied >= end:
             out.skipped += 1
             return
         if applied >= start:
             out.overlapped.append((key, applied))
-    merge_into(cell["v"], agg)
-    cell["a"][source] = end
+    merge_into(cell[CELL_VALUE], agg)
+    cell[CELL_APPLIED][source] = end
     cells[key] = cell
     out.written.append(key)
 
 
 def _latest_cell(cells: Cells, key: str, state: Mapping[str, Any], out: ApplyResult) -> None:
     cell = cells.get(key)
-    if cell is not None and not newer(state, cell["v"]):
+    if cell is not None and not newer(state, cell[CELL_VALUE]):
         out.skipped += 1
         return
-    cells[key] = {"a": {}, "v": dict(state)}
+    cells[key] = new_cell(dict(state))
     out.written.append(key)
 
 
 def apply_block(
-    cells: Cells, source: str, end: int, series: Mapping[str, Any], coarse_ms: int, start: int | None = None
+    cells: Cells,
+    source: str,
+    end: int,
+    series: Mapping[str, SeriesPart],
+    coarse_ms: int,
+    start: int | None = None,
 ) -> ApplyResult:
     """Apply one stage-1 block (source partition, offset range [start, end], series parts) to the cells.
 
@@ -110,10 +117,10 @@ def apply_block(
     first = end if start is None else start
     out = ApplyResult()
     for skey, part in series.items():
-        total = part.get("t")
+        total = part.total
         if total:
             _add_cell(cells, cell_key(skey, TOTAL), source, end, total, out, first)
-        panes = part.get("p")
+        panes = part.panes
         if panes:
             coarse: dict[int, Agg] = {}
             for start, agg in panes.items():
@@ -121,14 +128,14 @@ def apply_block(
                 merge_into(coarse.setdefault(pane_start(start, coarse_ms), {}), agg)
             for start, agg in coarse.items():
                 _add_cell(cells, cell_key(skey, COARSE, start), source, end, agg, out, first)
-        periods = part.get("c")
+        periods = part.periods
         if periods:
             for period, agg in periods.items():
                 _add_cell(cells, cell_key(skey, PERIOD, period), source, end, agg, out, first)
-        latest = part.get("l")
+        latest = part.latest
         if latest:
             _latest_cell(cells, cell_key(skey, LATEST), latest, out)
-        entities = part.get("e")
+        entities = part.entities
         if entities:
             for entity, state in entities.items():
                 _latest_cell(cells, cell_key(skey, ENTITY, entity), state, out)
@@ -201,7 +208,7 @@ def group_cells(items: Iterable[tuple[str, Cell]]) -> dict[str, SeriesState]:
         state = out.get(series)
         if state is None:
             state = out[series] = SeriesState()
-        value = cell["v"]
+        value = cell[CELL_VALUE]
         if res == TOTAL:
             state.total = value
         elif res == FINE:

@@ -43,6 +43,7 @@ from pipeline.ingest.guard import OTHER, LabelGuard
 from pipeline.ingest.preagg import ACCUMULATORS, FlushContext, Parts
 from pipeline.readout.figures import gauge_metric_name, prometheus_families, series_values
 from pipeline.readout.names import LATENCY_METRICS, STATE_FAMILIES, TOTAL_FAMILIES, WINDOW_METRICS
+from pipeline.records import series_parts
 from pipeline.sketches.distinct import LG_K, RELATIVE_STANDARD_ERROR, estimate, sketch_of, union
 from pipeline.state.aggregates import MICRO
 from pipeline.state.calendar import Calendar
@@ -128,7 +129,7 @@ class Pipeline:
         source = f"{kind}:{partition}"
         end = self.offsets.get(source, -1) + len(events)
         self.offsets[source] = end
-        apply_block(self.cells, source, end, parts, COARSE_MS)
+        apply_block(self.cells, source, end, series_parts(parts), COARSE_MS)
         return parts
 
     def states(self) -> dict[str, SeriesState]:
@@ -411,7 +412,7 @@ def test_inventory_states_applied_in_any_order_any_number_of_times_agree() -> No
     ]
     reference: dict[str, Any] = {}
     for source, end, series in blocks:
-        apply_block(reference, source, end, series, COARSE_MS)
+        apply_block(reference, source, end, series_parts(series), COARSE_MS)
     want = series_values(INVENTORY, group_cells(reference.items())[INVENTORY], NOW, CONFIG, SEOUL)
     assert want["stock"]["products"] == 8
     assert group_cells(reference.items())[INVENTORY].entities["p0"] == {"t": 99, "s": 7, "l": 2}
@@ -420,7 +421,7 @@ def test_inventory_states_applied_in_any_order_any_number_of_times_agree() -> No
         r.shuffle(order)
         cells: dict[str, Any] = {}
         for i in order:
-            apply_block(cells, *blocks[i][:2], copy.deepcopy(blocks[i][2]), COARSE_MS)
+            apply_block(cells, *blocks[i][:2], series_parts(copy.deepcopy(blocks[i][2])), COARSE_MS)
         assert cells == reference
         assert series_values(INVENTORY, group_cells(cells.items())[INVENTORY], NOW, CONFIG, SEOUL) == want
 
@@ -901,7 +902,7 @@ def test_a_hundred_thousand_distinct_routes_stay_bounded() -> None:
         restored = LabelGuard(LIMITS, orjson.loads(record))
         cells: dict[str, Any] = {}
         for i, parts in enumerate(blocks):
-            apply_block(cells, "request:0", (i + 1) * 10_000 - 1, parts, COARSE_MS)
+            apply_block(cells, "request:0", (i + 1) * 10_000 - 1, series_parts(parts), COARSE_MS)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

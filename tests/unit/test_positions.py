@@ -6,7 +6,6 @@ import pytest
 
 from agents.kafka.positions import (
     After,
-    FlushRecord,
     FromStart,
     Lifecycle,
     Phase,
@@ -17,6 +16,7 @@ from agents.kafka.positions import (
     partials_plan,
     resolve,
 )
+from pipeline.records import FlushRecord
 
 # -- plans from the recovered records --------------------------------------------------------------
 
@@ -31,7 +31,7 @@ def test_a_partition_that_was_never_flushed_reads_its_whole_log_not_a_committed_
 
 
 def test_an_input_partition_replays_its_last_recorded_flush_range() -> None:
-    plan = input_plan(FlushRecord(100, 180).to_wire())
+    plan = input_plan(FlushRecord(100, 180))
     assert plan == Replay(100, 180)
     assert resolve(plan, earliest=0) == Position(100, Replay(100, 180))
 
@@ -44,8 +44,9 @@ def test_a_partials_partition_resumes_after_its_applied_offset() -> None:
 
 def test_flush_records_round_trip_in_the_stored_shape() -> None:
     record = FlushRecord(7, 9)
-    assert record.to_wire() == {"a": 7, "b": 9}
-    assert FlushRecord.from_wire({"a": 7, "b": 9}) == record
+    assert record.to_wire() == {"a": 7, "b": 9, "V": 2}
+    assert FlushRecord.from_wire(record.to_wire()) == record
+    assert FlushRecord.from_wire({"a": 7, "b": 9}) == record  # format 1, before versions
 
 
 # -- a position deleted by retention -----------------------------------------------------------------
@@ -116,7 +117,7 @@ def test_a_revocation_mid_flush_stops_its_records_and_the_replay_covers_the_rang
     life.positioned(generation)
     assert life.current(generation)  # a flush started now may write its records
     # The flush recorded its range [200, 260]; then the partition was revoked before its partials left.
-    recorded = FlushRecord(200, 260).to_wire()
+    recorded = FlushRecord.from_wire(FlushRecord(200, 260).to_wire())
     life.revoked()
     assert not life.current(generation)  # the rest of that delivery writes nothing
     # The next owner (maybe this worker again) replays the recorded range exactly.

@@ -20,6 +20,7 @@ from pipeline.config.settings import Config
 from pipeline.ingest.guard import LabelGuard
 from pipeline.ingest.preagg import SEED_BUCKETS_S, ErrorAcc, FlushContext, OrderAcc, Parts, RequestAcc
 from pipeline.readout.figures import prometheus_families, series_values, window_values
+from pipeline.records import series_parts
 from pipeline.sketches.quantiles import MIN_VALUE, RELATIVE_ACCURACY, add_values
 from pipeline.state.aggregates import MICRO, dumps
 from pipeline.state.calendar import Calendar
@@ -432,7 +433,7 @@ def build_states(requests: list[Timed], orders: list[Timed], errors: list[Timed]
         ("o", OrderAcc(), orders),
         ("e", ErrorAcc(), errors),
     ):
-        apply_block(cells, source, 1, feed(acc, events), COARSE)
+        apply_block(cells, source, 1, series_parts(feed(acc, events)), COARSE)
     return group_cells(cells.items())
 
 

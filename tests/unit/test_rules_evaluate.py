@@ -307,6 +307,7 @@ def test_to_alert_has_the_guide_fields() -> None:
         },
         "starts_at": "2026-01-01T00:00:00.000Z",
         "ends_at": "2026-01-01T00:00:00.500Z",
+        "V": 2,
     }
     assert orjson.loads(orjson.dumps(alert)) == alert
 
@@ -329,6 +330,7 @@ def test_alert_state_round_trips_through_compact_json() -> None:
         "v": 0.0,
         "h": [0],
         "c": 15_000,
+        "V": 2,
     }
 
 

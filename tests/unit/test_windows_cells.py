@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.config.settings import Config
-from pipeline.state.aggregates import Agg, dumps, loads_block_series, merge_into, merged
+from pipeline.records import decode_partials, encode_partials, series_parts
+from pipeline.state.aggregates import Agg, merge_into, merged
 from pipeline.state.calendar import Calendar
 from pipeline.state.cells import (
     COARSE,
@@ -175,24 +176,24 @@ def applied(
 ) -> dict[str, Any]:
     cells: dict[str, Any] = copy.deepcopy(start) if start else {}
     for source, end, series in blocks:
-        apply_block(cells, source, end, series, COARSE_MS)
+        apply_block(cells, source, end, series_parts(series), COARSE_MS)
     return cells
 
 
 def test_apply_block_writes_total_fine_and_coarse_cells() -> None:
     block = sample_block()
     cells: dict[str, Any] = {}
-    result = apply_block(cells, "p0", 41, block, COARSE_MS)
+    result = apply_block(cells, "p0", 41, series_parts(block), COARSE_MS)
     assert sorted(result.written) == sorted(cells)
     assert result.skipped == 0
-    assert cells[cell_key(HTTP, TOTAL)] == {"a": {"p0": 41}, "v": block[HTTP]["t"]}
+    assert cells[cell_key(HTTP, TOTAL)] == {"a": {"p0": 41}, "v": block[HTTP]["t"], "V": 2}
     for start, agg in block[ROUTE]["p"].items():
-        assert cells[cell_key(ROUTE, FINE, start)] == {"a": {"p0": 41}, "v": agg}
+        assert cells[cell_key(ROUTE, FINE, start)] == {"a": {"p0": 41}, "v": agg, "V": 2}
     coarse = {int(split_cell_key(k)[2]) for k in cells if split_cell_key(k)[:2] == (ROUTE, COARSE)}
     assert coarse == {pane_start(s, COARSE_MS) for s in block[ROUTE]["p"]}
     # Cells do not alias the block: changing the cells leaves the block as it was.
     before = copy.deepcopy(block)
-    apply_block(cells, "p1", 1, block, COARSE_MS)
+    apply_block(cells, "p1", 1, series_parts(block), COARSE_MS)
     assert block == before
 
 
@@ -200,7 +201,7 @@ def test_apply_same_block_twice_is_applying_it_once() -> None:
     block = sample_block()
     once = applied([("p0", 10, block)])
     cells = copy.deepcopy(once)
-    result = apply_block(cells, "p0", 10, block, COARSE_MS)
+    result = apply_block(cells, "p0", 10, series_parts(block), COARSE_MS)
     assert result.written == []
     assert result.skipped == len(once)
     assert cells == once
@@ -219,17 +220,17 @@ def test_crash_after_any_prefix_of_writes_then_replay_equals_once(prior: bool) -
     start: dict[str, Any] = applied([("p0", 5, sample_block(4)), ("p1", 9, sample_block(5))]) if prior else {}
     once = applied([("p0", 12, block)], start)
     recording = Recording(copy.deepcopy(start))
-    apply_block(recording, "p0", 12, block, COARSE_MS)
+    apply_block(recording, "p0", 12, series_parts(block), COARSE_MS)
     assert dict(recording) == once
     writes = recording.snapshots
     assert len(writes) == sum(1 for k in once if once[k] != start.get(k))
     for k in range(len(writes) + 1):
         survived = copy.deepcopy(writes[k - 1]) if k else copy.deepcopy(start)
-        result = apply_block(survived, "p0", 12, block, COARSE_MS)
+        result = apply_block(survived, "p0", 12, series_parts(block), COARSE_MS)
         assert survived == once, f"crash after {k} writes"
         assert result.skipped == k
         # ... and a second replay changes nothing more.
-        apply_block(survived, "p0", 12, block, COARSE_MS)
+        apply_block(survived, "p0", 12, series_parts(block), COARSE_MS)
         assert survived == once
 
 
@@ -260,17 +261,17 @@ def test_crash_and_replay_of_a_block_with_every_section(prior: bool) -> None:
     start: dict[str, Any] = applied([("p0", 5, mixed_block(4)), ("p1", 9, mixed_block(5))]) if prior else {}
     once = applied([("p0", 12, block)], start)
     recording = Recording(copy.deepcopy(start))
-    stale = apply_block(recording, "p0", 12, block, COARSE_MS).skipped
+    stale = apply_block(recording, "p0", 12, series_parts(block), COARSE_MS).skipped
     assert dict(recording) == once
     assert prior or stale == 0
     writes = recording.snapshots
     assert len(writes) == sum(1 for k in once if once[k] != start.get(k))
     for k in range(len(writes) + 1):
         survived = copy.deepcopy(writes[k - 1]) if k else copy.deepcopy(start)
-        result = apply_block(survived, "p0", 12, block, COARSE_MS)
+        result = apply_block(survived, "p0", 12, series_parts(block), COARSE_MS)
         assert survived == once, f"crash after {k} writes"
         assert result.skipped == k + stale
-        apply_block(survived, "p0", 12, block, COARSE_MS)
+        apply_block(survived, "p0", 12, series_parts(block), COARSE_MS)
         assert survived == once
 
 
@@ -284,7 +285,8 @@ def test_blocks_with_every_section_commute_and_repeat() -> None:
 
 def test_block_after_json_round_trip_applies_like_the_original() -> None:
     block = sample_block(6)
-    wire = loads_block_series(orjson.loads(dumps(block)))
+    sent = encode_partials([{"source": "p0", "first": 3, "last": 3, "series": block}])
+    wire = decode_partials(sent, "test").blocks[0].series
     direct = applied([("p0", 3, block)])
     via_json = applied([("p0", 3, wire)])
     assert group_values(direct) == group_values(via_json)
@@ -350,7 +352,7 @@ def test_group_cells_keeps_entities_whose_id_holds_the_separator() -> None:
     inventory = series_key("inventory")
     states = {"plain": {"t": 5, "s": 1, "l": 0}, "odd\x1eid": {"t": 6, "s": 2, "l": 0}}
     cells: dict[str, Any] = {}
-    apply_block(cells, "p0", 1, {inventory: {"e": states}}, COARSE_MS)
+    apply_block(cells, "p0", 1, series_parts({inventory: {"e": states}}), COARSE_MS)
     grouped = group_cells(cells.items())
     assert set(grouped) == {inventory}
     assert grouped[inventory].entities == states
@@ -474,17 +476,17 @@ def test_property_replays_and_crashes_never_count_twice(
         action = data.draw(st.sampled_from(["once", "twice", "crash", "stale"]))
         if action == "crash":
             recording = Recording(copy.deepcopy(cells))
-            apply_block(recording, source, end, series, COARSE_MS)
+            apply_block(recording, source, end, series_parts(series), COARSE_MS)
             k = data.draw(st.integers(0, len(recording.snapshots)))
             cells = copy.deepcopy(recording.snapshots[k - 1]) if k else cells
-        apply_block(cells, source, end, series, COARSE_MS)
+        apply_block(cells, source, end, series_parts(series), COARSE_MS)
         if action == "twice":
-            apply_block(cells, source, end, series, COARSE_MS)
+            apply_block(cells, source, end, series_parts(series), COARSE_MS)
         if action == "stale":
             # Replay an older block of any source; it must be skipped everywhere.
             old = data.draw(st.integers(0, i))
             old_source, old_end, old_series = blocks[old]
-            apply_block(cells, old_source, old_end, old_series, COARSE_MS)
+            apply_block(cells, old_source, old_end, series_parts(old_series), COARSE_MS)
 
     assert {key: cell["v"] for key, cell in cells.items()} == want
     for key, cell in cells.items():
@@ -500,16 +502,16 @@ def test_property_replays_and_crashes_never_count_twice(
 
 def test_a_block_overlapping_what_a_cell_applied_is_reported() -> None:
     cells: dict[str, Any] = {}
-    first = apply_block(cells, "p0", 41, sample_block(), COARSE_MS, start=0)
+    first = apply_block(cells, "p0", 41, series_parts(sample_block()), COARSE_MS, start=0)
     assert first.overlapped == []
     total = cell_key(HTTP, TOTAL)
     # The same range again is a duplicate: skipped, not an overlap.
-    again = apply_block(cells, "p0", 41, sample_block(), COARSE_MS, start=0)
+    again = apply_block(cells, "p0", 41, series_parts(sample_block()), COARSE_MS, start=0)
     assert (again.written, again.overlapped) == ([], [])
     # The next range is new: applied, no overlap.
-    after = apply_block(cells, "p0", 60, sample_block(), COARSE_MS, start=42)
+    after = apply_block(cells, "p0", 60, series_parts(sample_block()), COARSE_MS, start=42)
     assert after.overlapped == [] and total in after.written
     # A range that starts inside what was applied ([30, 70] after 60) overlaps: applied and reported.
-    overlapping = apply_block(cells, "p0", 70, sample_block(), COARSE_MS, start=30)
+    overlapping = apply_block(cells, "p0", 70, series_parts(sample_block()), COARSE_MS, start=30)
     assert (total, 60) in overlapping.overlapped
     assert len(overlapping.overlapped) == len(overlapping.written)
