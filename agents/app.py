@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from agents.kafka.transport import PulseFaustApp, faust_credentials
 from agents.telemetry import PipelineMetrics
+from agents.web.ports import WebDeps
 from pipeline.config.settings import Config
 from pipeline.rules import FlapPolicy, RuleSet, load_rules
 from pipeline.state.calendar import Calendar
@@ -95,7 +97,7 @@ class Pulse:
         self.prober = probes.register(self)
         self.silences = silences.register(self)
         self.notifications = notify.register(self)
-        routes.register(self)
+        routes.register(self.app, self.web_deps())
 
     @property
     def ready_since(self) -> float | None:
@@ -123,11 +125,43 @@ class Pulse:
 
     def active_partitions(self) -> set[int]:
         """Return the partitions this worker owns and reads right now (none during a rebalance)."""
-        return set(self.reader.lifecycle.partitions) if self.reader.reading() else set()
+        return self.reader.active_partitions()
 
     def is_ready(self) -> bool:
         """Whether the worker holds an assignment, recovered its state and reads its partitions."""
-        return self.reader.reading()
+        return self.reader.is_ready()
+
+    def web_deps(self) -> WebDeps:
+        """What the HTTP handlers read or do, each through its small protocol."""
+        tables = (self.cells, self.flushlog, self.alertstate, self.nflog)
+        producer = self.app.producer
+
+        async def send_event(topic: str, body: bytes) -> tuple[int, int]:
+            record = await (await producer.send(topic, None, body, None, None, None))
+            return record.partition, record.offset
+
+        def rule_evaluations() -> Mapping[int, int] | None:
+            evaluator = self.stage2.evaluator
+            return evaluator.last_eval if evaluator is not None else None
+
+        return WebDeps(
+            config=self.config,
+            started=self.started,
+            ownership=self.reader,
+            reader=self.reader,
+            series=self.stage2.view,
+            ingest=self.stage1,
+            alerts=self.history,
+            silences=self.silences,
+            notifications=self.notifications,
+            rules=self.rules,
+            rule_evaluations=rule_evaluations,
+            table_sizes=lambda: {t.name: len(t.data) for t in tables},
+            registry=self.registry,
+            metrics=self.metrics,
+            lag_topics=lambda: {*self.input_topics, self.partials_name},
+            send_event=send_event,
+        )
 
 
 GC_THRESHOLDS = (50_000, 20, 100)

@@ -84,6 +84,14 @@ class AlertHistory:
             check_version(NotificationFailed, failure.get(VERSION_KEY, LEGACY), where)
             self.failures.append(failure)
 
+    def failed_notifications(self) -> list[dict[str, Any]]:
+        """Notifications that could not be delivered, newest first."""
+        return list(reversed(self.failures))
+
+    def last_fetch_ok(self) -> float | None:
+        """Monotonic time of the last successful fetch of the alerts topic (None: none yet)."""
+        return self.reader.last_ok if self.reader is not None else None
+
     def caught_up(self) -> bool:
         """Whether the alerts topic has been read to its end once (so `latest` is complete)."""
         return self.reader is not None and self.reader.caught_up.is_set()

@@ -86,6 +86,18 @@ class SilenceBook:
         self.topic = pulse.silences_name
         self.reader = TopicReader(pulse, self.topic, self.take)
 
+    def get(self, silence_id: str) -> Silence | None:
+        """One silence by id."""
+        return self.store.by_id.get(silence_id)
+
+    def active(self, now_ms: int) -> list[Silence]:
+        """Silences in force now."""
+        return self.store.active(now_ms)
+
+    def listed(self, now_ms: int) -> list[dict[str, Any]]:
+        """Every silence with its status, newest first."""
+        return self.store.listed(now_ms)
+
     async def publish(self, silence: Silence) -> None:
         """Store a silence version in Kafka (and here at once)."""
         value = orjson.dumps(silence.to_dict())

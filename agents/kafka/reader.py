@@ -120,6 +120,14 @@ class Reader:
         """Whether this worker reads the partitions it owns (tables recovered, positions sought)."""
         return self.lifecycle.phase is Phase.READING
 
+    def is_ready(self) -> bool:
+        """Whether the worker holds an assignment, recovered its state and reads its partitions."""
+        return self.reading()
+
+    def active_partitions(self) -> set[int]:
+        """The partitions this worker owns and reads right now (none during a rebalance)."""
+        return set(self.lifecycle.partitions) if self.reading() else set()
+
     def lag(self) -> dict[str, int]:
         """Messages not yet read per topic, over the partitions being read."""
         consumer = self.consumer

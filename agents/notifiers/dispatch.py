@@ -99,6 +99,14 @@ class Notifications:
         for notifier in self.notifiers.values():
             await notifier.close()
 
+    def channel_results(self) -> dict[str, dict[str, Any] | None]:
+        """The last delivery outcome of every configured channel (None: nothing sent yet)."""
+        return {name: self.last_result.get(name) for name in self.notifiers}
+
+    def queue_depths(self) -> dict[str, int]:
+        """Notifications waiting per channel."""
+        return {name: queue.qsize() for name, queue in self.queues.items()}
+
     def entry(self, key: str) -> Entry | None:
         """The ledger entry of a group's channel."""
         data = self.pulse.nflog.get(key)

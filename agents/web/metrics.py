@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 from prometheus_client import generate_latest
 from prometheus_client.metrics_core import Metric
 
-from agents.web.health import consumer_lag
 from pipeline.readout.figures import prometheus_families
 
 if TYPE_CHECKING:
-    from agents.app import Pulse
+    from agents.web.ports import SeriesSource, WebDeps
+    from pipeline.config.settings import Config
 
 CONTENT_TYPE = "text/plain; version=0.0.4"
 
@@ -21,15 +21,15 @@ CONTENT_TYPE = "text/plain; version=0.0.4"
 class SeriesCollector:
     """Prometheus collector that reads the owned series at scrape time."""
 
-    def __init__(self, pulse: Pulse) -> None:
-        self.pulse = pulse
+    def __init__(self, series: SeriesSource, config: Config) -> None:
+        self.series = series
+        self.config = config
 
     def collect(self) -> Iterator[Metric]:
         """Yield one metric family per catalogued metric (samples only for owned series)."""
-        pulse = self.pulse
         now_ms = int(time.time() * 1000)
-        states = pulse.stage2.view.states()
-        for fam in prometheus_families(states, now_ms, pulse.config):
+        states = self.series.states()
+        for fam in prometheus_families(states, now_ms, self.config):
             name = fam.name
             if fam.type == "counter" and name.endswith("_total"):
                 name = name[: -len("_total")]
@@ -39,15 +39,15 @@ class SeriesCollector:
             yield metric
 
 
-def register_collector(pulse: Pulse) -> None:
+def register_collector(deps: WebDeps) -> None:
     """Add the series collector to the worker's registry."""
-    pulse.registry.register(SeriesCollector(pulse))
+    deps.registry.register(SeriesCollector(deps.series, deps.config))
 
 
-def render(pulse: Pulse) -> bytes:
+def render(deps: WebDeps) -> bytes:
     """Return the full /metrics body."""
-    pulse.metrics.buffered.set(pulse.stage1.buffered())
-    lag = consumer_lag(pulse)
-    for topic in {*pulse.input_topics, pulse.partials_name} | set(lag):
-        pulse.metrics.lag.labels(topic).set(lag.get(topic, 0))
-    return generate_latest(pulse.registry)
+    deps.metrics.buffered.set(deps.ingest.buffered())
+    lag = deps.reader.lag()
+    for topic in deps.lag_topics() | set(lag):
+        deps.metrics.lag.labels(topic).set(lag.get(topic, 0))
+    return generate_latest(deps.registry)

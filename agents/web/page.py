@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from faust.web import Request, Response, View
 
 if TYPE_CHECKING:
-    from agents.app import Pulse
+    from faust import App
 
 STATIC = Path(__file__).with_name("static")
 CONTENT_TYPES = {
@@ -40,9 +40,8 @@ def static_files(folder: Path = STATIC) -> dict[str, tuple[bytes, str]]:
     }
 
 
-def register(pulse: Pulse) -> None:
-    """Register `/` (the live page) and `/static/{name}` (its files) on the pulse app."""
-    app = pulse.app
+def register(app: App) -> None:
+    """Register `/` (the live page) and `/static/{name}` (its files) on the worker's web server."""
     # Read at start, served from memory: a fixed set of names also rules out path traversal.
     files = static_files()
 

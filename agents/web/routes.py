@@ -19,7 +19,9 @@ from pipeline.readout.figures import all_series_values
 from schemas.events import TOPIC_OF_TYPE
 
 if TYPE_CHECKING:
-    from agents.app import Pulse
+    from faust import App
+
+    from agents.web.ports import WebDeps
 
 
 def _now_ms(request: Request) -> int:
@@ -29,50 +31,49 @@ def _now_ms(request: Request) -> int:
     return int(time.time() * 1000)
 
 
-def register(pulse: Pulse) -> None:
-    """Register every view on the pulse app."""
-    app = pulse.app
-    metrics.register_collector(pulse)
-    page.register(pulse)
+def register(app: App, deps: WebDeps) -> None:
+    """Register every view on the worker's web server; the views read only through `deps`."""
+    metrics.register_collector(deps)
+    page.register(app)
 
     @app.page("/health")
     class Health(View):
         async def get(self, request: Request) -> Response:
-            status, body = health.health_body(pulse)
+            status, body = health.health_body(deps)
             return self.json(body, status=status)
 
     @app.page("/health/detailed")
     class DetailedHealth(View):
         async def get(self, request: Request) -> Response:
-            status, body = health.detailed_body(pulse)
+            status, body = health.detailed_body(deps)
             return self.json(body, status=status)
 
     @app.page("/ready")
     class Ready(View):
         async def get(self, request: Request) -> Response:
-            status, body = health.ready_body(pulse)
+            status, body = health.ready_body(deps)
             return self.json(body, status=status)
 
     @app.page("/metrics")
     class Metrics(View):
         async def get(self, request: Request) -> Response:
-            return self.bytes(metrics.render(pulse), content_type=metrics.CONTENT_TYPE)
+            return self.bytes(metrics.render(deps), content_type=metrics.CONTENT_TYPE)
 
     @app.page("/api/v1/series")
     class Series(View):
         async def get(self, request: Request) -> Response:
             now_ms = _now_ms(request)
-            states = pulse.stage2.view.states()
+            states = deps.series.states()
             kind = request.query.get("kind")
             series = [
                 {"key": key, **values}
-                for key, values in all_series_values(states, now_ms, pulse.config)
+                for key, values in all_series_values(states, now_ms, deps.config)
                 if kind is None or values["kind"] == kind
             ]
             return self.json(
                 {
                     "at": now_ms,
-                    "partitions": sorted(pulse.active_partitions()),
+                    "partitions": sorted(deps.ownership.active_partitions()),
                     "series": series,
                 }
             )
@@ -80,7 +81,7 @@ def register(pulse: Pulse) -> None:
     @app.page("/api/v1/alerts")
     class Alerts(View):
         async def get(self, request: Request) -> Response:
-            active = pulse.history.active()
+            active = deps.alerts.active()
             return self.json({"status": "success", "data": {"alerts": active}})
 
     @app.page("/api/v1/alerts/history")
@@ -90,19 +91,21 @@ def register(pulse: Pulse) -> None:
                 query = history_query(request.query)
             except ValueError as exc:
                 return self.json({"status": "error", "error": str(exc)}, status=400)
-            found = pulse.history.query(query)
-            failed = [f for f in reversed(pulse.history.failures) if query.matches_failure(f)][: query.limit]
+            found = deps.alerts.query(query)
+            failed = [f for f in deps.alerts.failed_notifications() if query.matches_failure(f)][
+                : query.limit
+            ]
             data = {"alerts": found, "count": len(found), "notification_failures": failed}
             return self.json({"status": "success", "data": data})
 
     @app.page("/api/v1/silences")
     class Silences(View):
         async def get(self, request: Request) -> Response:
-            listed = pulse.silences.store.listed(_wall_ms())
+            listed = deps.silences.listed(_wall_ms())
             return self.json({"status": "success", "data": {"silences": listed}})
 
         async def post(self, request: Request) -> Response:
-            denied = _authorize(pulse, request)
+            denied = _authorize(deps, request)
             if denied is not None:
                 return self.json({"status": "error", "error": denied[1]}, status=denied[0])
             try:
@@ -112,33 +115,33 @@ def register(pulse: Pulse) -> None:
                 silence = new_silence(body, _wall_ms())
             except ValueError as exc:
                 return self.json({"status": "error", "error": str(exc)}, status=400)
-            await pulse.silences.publish(silence)
+            await deps.silences.publish(silence)
             return self.json({"status": "success", "data": {"silenceID": silence.id}}, status=201)
 
     @app.page("/api/v1/silences/{silence_id}")
     class OneSilence(View):
         async def get(self, request: Request, silence_id: str) -> Response:
-            found = pulse.silences.store.by_id.get(silence_id)
+            found = deps.silences.get(silence_id)
             if found is None:
                 return self.json({"status": "error", "error": "no such silence"}, status=404)
             return self.json({"status": "success", "data": found.to_dict()})
 
         async def delete(self, request: Request, silence_id: str) -> Response:
-            denied = _authorize(pulse, request)
+            denied = _authorize(deps, request)
             if denied is not None:
                 return self.json({"status": "error", "error": denied[1]}, status=denied[0])
-            found = pulse.silences.store.by_id.get(silence_id)
+            found = deps.silences.get(silence_id)
             if found is None:
                 return self.json({"status": "error", "error": "no such silence"}, status=404)
             now = _wall_ms()
             if found.ends_at_ms > now:
-                await pulse.silences.publish(replace(found, ends_at_ms=max(now, found.starts_at_ms)))
+                await deps.silences.publish(replace(found, ends_at_ms=max(now, found.starts_at_ms)))
             return self.json({"status": "success", "data": {"silenceID": silence_id, "expired": True}})
 
     @app.page("/api/v1/events/{event_type}")
     class Events(View):
         async def post(self, request: Request, event_type: str) -> Response:
-            denied = _authorize(pulse, request)
+            denied = _authorize(deps, request)
             if denied is not None:
                 return self.json({"status": "error", "error": denied[1]}, status=denied[0])
             topic = TOPIC_OF_TYPE.get(event_type)
@@ -148,25 +151,21 @@ def register(pulse: Pulse) -> None:
                     {"status": "error", "error": f"unknown event type; one of {known}"}, status=404
                 )
             body = await request.read()
-            limit = pulse.config.ingest.max_message_bytes
+            limit = deps.config.ingest.max_message_bytes
             if len(body) > limit:
                 return self.json({"status": "error", "error": f"body over {limit} bytes"}, status=413)
             # Validation happens where every event is validated (stage 1): what is malformed goes to
             # the dead-letter topic with its reason, exactly as when it is published to Kafka.
-            sent = await pulse.app.producer.send(pulse.config.topic(topic), None, body, None, None, None)
-            record = await sent
-            data = {
-                "topic": pulse.config.topic(topic),
-                "partition": record.partition,
-                "offset": record.offset,
-            }
+            name = deps.config.topic(topic)
+            partition, offset = await deps.send_event(name, body)
+            data = {"topic": name, "partition": partition, "offset": offset}
             return self.json({"status": "success", "data": data}, status=202)
 
     @app.page("/api/v1/rules")
     class Rules(View):
         async def get(self, request: Request) -> Response:
-            rules = [rule.to_dict() for rule in pulse.rules.rules]
-            return self.json({"status": "success", "data": {"source": pulse.rules.source, "rules": rules}})
+            rules = [rule.to_dict() for rule in deps.rules.rules]
+            return self.json({"status": "success", "data": {"source": deps.rules.source, "rules": rules}})
 
 
 def _listed(query: Mapping[str, str], name: str) -> frozenset[str]:
@@ -211,9 +210,9 @@ def _wall_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _authorize(pulse: Pulse, request: Request) -> tuple[int, str] | None:
+def _authorize(deps: WebDeps, request: Request) -> tuple[int, str] | None:
     """Check `Authorization: Bearer $PULSE_API_TOKEN`; return (status, reason) when refused."""
-    token = secret_text(pulse.config.api_token)
+    token = secret_text(deps.config.api_token)
     if not token:
         return 403, "mutating endpoints are disabled: set PULSE_API_TOKEN on the workers"
     given = request.headers.get("Authorization", "")
