@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import types
 from html.parser import HTMLParser
 from urllib.parse import urlsplit
 
@@ -93,7 +92,7 @@ async def _get_all(paths: list[str]) -> list[tuple[int, str, str, bytes]]:
     from aiohttp.test_utils import TestClient, TestServer
 
     app = faust.App("page-test", broker="kafka://127.0.0.1:1", web_enabled=True)
-    page.register(types.SimpleNamespace(app=app))  # type: ignore[arg-type]
+    page.register(app)
     app.web.init_server()  # adds Faust's own blueprints, among them an index at "/"
     out = []
     async with TestClient(TestServer(app.web.web_app, host="127.0.0.1")) as client:
