@@ -17,8 +17,17 @@ from typing import Any
 from faust.types import TopicT
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
+from agents import history, probes, silences
+from agents.kafka import reader
+from agents.kafka.durable import crasher
+from agents.kafka.positions import Lifecycle
 from agents.kafka.transport import PulseFaustApp, faust_credentials
+from agents.notifiers import dispatch
+from agents.stages.aggregate import Stage2
+from agents.stages.evaluate import Evaluator
+from agents.stages.ingest import Stage1
 from agents.telemetry import PipelineMetrics
+from agents.web import routes
 from agents.web.ports import WebDeps
 from pipeline.config.settings import Config
 from pipeline.rules import FlapPolicy, RuleSet, load_rules
@@ -80,24 +89,58 @@ class Pulse:
         self.nflog = self.app.Table(
             "nflog", help="delivery ledger: what each channel of each alert group last delivered"
         )
-        # Imported here: the agents and views import this module for typing.
-        from agents import history, probes, silences
-        from agents.kafka import reader
-        from agents.notifiers import dispatch as notify
-        from agents.stages import evaluate
-        from agents.stages.aggregate import Stage2
-        from agents.stages.ingest import Stage1
-        from agents.web import routes
+        self._build()
 
-        self.stage1 = Stage1(self)
-        self.stage2 = Stage2(self)
-        self.reader = reader.register(self, self.stage1, self.stage2)
-        self.stage2.evaluator = evaluate.Evaluator(self, self.stage2.view, self.rules)
-        self.history = history.register(self)
-        self.prober = probes.register(self)
-        self.silences = silences.register(self)
-        self.notifications = notify.register(self)
-        routes.register(self.app, self.web_deps())
+    def _build(self) -> None:
+        """Build the runtime pieces, each with what it needs (the one place that wires them)."""
+        app, config, metrics = self.app, self.config, self.metrics
+        crash = crasher(app)
+        lifecycle = Lifecycle()
+        self.stage1 = Stage1(
+            config,
+            self.input_topics,
+            self.flushlog,
+            self.partials,
+            self.deadletter,
+            metrics,
+            self.calendar,
+            crash,
+        )
+        self.stage2 = Stage2(config, self.partials_name, self.cells, lifecycle, metrics, self.calendar, crash)
+        self.reader = reader.register(
+            app,
+            reader.Reader(
+                config, lifecycle, self.stage1, self.stage2, self.input_topics, self.partials_name, crash
+            ),
+            self.flushlog.changelog_topic.get_topic_name(),
+        )
+        self.stage2.evaluator = Evaluator(
+            config,
+            self.stage2.view,
+            self.rules,
+            self.alertstate,
+            self.alertlog,
+            lifecycle,
+            metrics,
+            self.flap_policy,
+        )
+        self.history = history.register(app, config, self.alerts_name, self.notify_deadletter_name)
+        self.prober = probes.register(app, config, lifecycle, metrics)
+        self.silences = silences.register(app, config.broker, self.silences_name)
+        self.notifications = dispatch.register(
+            app,
+            dispatch.Notifications(
+                app,
+                config,
+                self.nflog,
+                lifecycle,
+                self.history,
+                self.silences,
+                metrics,
+                self.notify_deadletter_name,
+            ),
+        )
+        routes.register(app, self.web_deps())
 
     @property
     def ready_since(self) -> float | None:

@@ -16,11 +16,14 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from agents.kafka import tail as readers
+from agents.kafka.durable import crasher
 from agents.kafka.tail import TopicReader
 from pipeline.records import LEGACY, VERSION_KEY, AlertRecord, NotificationFailed, check_version
 
 if TYPE_CHECKING:
-    from agents.app import Pulse
+    from faust import App
+
+    from pipeline.config.settings import Config
 
 log = logging.getLogger(__name__)
 
@@ -127,13 +130,13 @@ class AlertHistory:
         return out
 
 
-def register(pulse: Pulse) -> AlertHistory:
+def register(app: App, config: Config, alerts_topic: str, failures_topic: str) -> AlertHistory:
     """Start reading the alerts topic (and failed notifications) with the worker."""
-    history = AlertHistory(pulse.config.rules.history_max)
-    history.reader = TopicReader(pulse, pulse.alerts_name, history.take)
-    readers.start(pulse, history.reader, "read_alert_history")
-    failures = TopicReader(pulse, pulse.notify_deadletter_name, history.take_failure)
-    readers.start(pulse, failures, "read_failed_notifications")
+    history = AlertHistory(config.rules.history_max)
+    history.reader = TopicReader(config.broker, alerts_topic, history.take, crasher(app))
+    readers.start(app, history.reader, "read_alert_history")
+    failures = TopicReader(config.broker, failures_topic, history.take_failure, crasher(app))
+    readers.start(app, failures, "read_failed_notifications")
     return history
 
 

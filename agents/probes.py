@@ -23,12 +23,15 @@ import aiohttp
 import orjson
 
 from agents.kafka.transport import connect
-from pipeline.config.settings import ProbeConfig
+from pipeline.config.settings import Config, ProbeConfig
 from pipeline.state.series import owner, series_key
 from schemas.events import TOPIC_OF_TYPE
 
 if TYPE_CHECKING:
-    from agents.app import Pulse
+    from faust import App
+
+    from agents.kafka.positions import Lifecycle
+    from agents.telemetry import PipelineMetrics
 
 log = logging.getLogger(__name__)
 
@@ -111,22 +114,25 @@ def heartbeat(probe: ProbeConfig, result: ProbeResult, now_ms: int) -> dict[str,
 class Prober:
     """Runs the configured probes this worker is responsible for."""
 
-    def __init__(self, pulse: Pulse) -> None:
-        self.pulse = pulse
-        self.probes = pulse.config.probes
-        self.topic = pulse.config.topic(TOPIC_OF_TYPE["heartbeat"])
+    def __init__(self, app: App, config: Config, ownership: Lifecycle, metrics: PipelineMetrics) -> None:
+        self.app = app
+        self.ownership = ownership
+        self.metrics = metrics
+        self.partitions = config.topics.partitions
+        self.probes = config.probes
+        self.topic = config.topic(TOPIC_OF_TYPE["heartbeat"])
         self.next_due: dict[str, float] = {}
         self.running: dict[str, asyncio.Task[None]] = {}
         self.session: aiohttp.ClientSession | None = None
 
     def mine(self, probe: ProbeConfig) -> bool:
         """Whether this worker owns the probe's health series right now."""
-        partition = owner(series_key("health", probe.name), self.pulse.config.topics.partitions)
-        return partition in self.pulse.active_partitions()
+        partition = owner(series_key("health", probe.name), self.partitions)
+        return partition in self.ownership.active_partitions()
 
     async def step(self) -> None:
         """Start every probe that is due and owned here."""
-        if not self.pulse.is_ready():
+        if not self.ownership.is_ready():
             return
         now = time.monotonic()
         for probe in self.probes:
@@ -155,10 +161,10 @@ class Prober:
             result = await probe_http(probe, self.session)
         else:
             result = await probe_tcp(probe)
-        self.pulse.metrics.probes.labels(probe.name, "up" if result.healthy else "down").inc()
+        self.metrics.probes.labels(probe.name, "up" if result.healthy else "down").inc()
         event = heartbeat(probe, result, int(time.time() * 1000))
         try:
-            sent = await self.pulse.app.producer.send(self.topic, None, orjson.dumps(event), None, None, None)
+            sent = await self.app.producer.send(self.topic, None, orjson.dumps(event), None, None, None)
             await sent
         except Exception as exc:  # the next beat tries again; a missing beat is what absence rules catch
             log.warning("probe %s: could not publish its heartbeat: %r", probe.name, exc)
@@ -172,19 +178,19 @@ class Prober:
             self.session = None
 
 
-def register(pulse: Pulse) -> Prober:
-    """Register the probe loop on the pulse app."""
-    prober = Prober(pulse)
+def register(app: App, config: Config, ownership: Lifecycle, metrics: PipelineMetrics) -> Prober:
+    """Register the probe loop on the worker's app."""
+    prober = Prober(app, config, ownership, metrics)
     if not prober.probes:
         return prober
 
-    @pulse.app.timer(STEP_S, name="probes")
+    @app.timer(STEP_S, name="probes")
     async def probes() -> None:
         await prober.step()
 
     async def close(app: Any, *args: Any, **kwargs: Any) -> None:
         await prober.close()
 
-    connect(pulse.app.on_before_shutdown, close)
+    connect(app.on_before_shutdown, close)
 
     return prober

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from agents.kafka import tail as readers
+from agents.kafka.durable import crasher
 from agents.kafka.tail import TopicReader
 from pipeline.alerting.route import matchers
 from pipeline.alerting.silence import Silence
@@ -22,7 +23,9 @@ from pipeline.durations import parse_duration
 from pipeline.records import MalformedRecord
 
 if TYPE_CHECKING:
-    from agents.app import Pulse
+    from faust import App
+
+    from pipeline.config.settings import BrokerConfig
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +83,11 @@ def new_silence(body: Mapping[str, Any], now_ms: int) -> Silence:
 class SilenceBook:
     """The silences: read from the silences topic by every worker; new versions published to it."""
 
-    def __init__(self, pulse: Pulse) -> None:
-        self.pulse = pulse
+    def __init__(self, app: App, broker: BrokerConfig, topic: str) -> None:
+        self.app = app
         self.store = SilenceStore()
-        self.topic = pulse.silences_name
-        self.reader = TopicReader(pulse, self.topic, self.take)
+        self.topic = topic
+        self.reader = TopicReader(broker, self.topic, self.take, crasher(app))
 
     def get(self, silence_id: str) -> Silence | None:
         """One silence by id."""
@@ -101,7 +104,7 @@ class SilenceBook:
     async def publish(self, silence: Silence) -> None:
         """Store a silence version in Kafka (and here at once)."""
         value = orjson.dumps(silence.to_dict())
-        sent = await self.pulse.app.producer.send(self.topic, silence.id.encode(), value, None, None, None)
+        sent = await self.app.producer.send(self.topic, silence.id.encode(), value, None, None, None)
         await sent
         self.store.put(silence)
 
@@ -115,10 +118,10 @@ class SilenceBook:
             log.warning("ignored a malformed record on the silences topic")
 
 
-def register(pulse: Pulse) -> SilenceBook:
+def register(app: App, broker: BrokerConfig, topic: str) -> SilenceBook:
     """Start reading silences with the worker."""
-    book = SilenceBook(pulse)
-    readers.start(pulse, book.reader, "read_silences")
+    book = SilenceBook(app, broker, topic)
+    readers.start(app, book.reader, "read_silences")
     return book
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from faust.types import TableT
@@ -90,6 +90,15 @@ async def drain(
     _, left = await asyncio.wait(pending, timeout=grace)
     if left:
         log.warning("%d %s still in flight after %.0fs at %s", len(left), what, grace, at)
+
+
+Crash = Callable[[BaseException, str], None]
+"""Stop the worker: `crash(exc, what)` (what failed, for the log)."""
+
+
+def crasher(app: Any) -> Crash:
+    """The `Crash` of a Faust app."""
+    return lambda exc, what: crash(app, exc, what)
 
 
 def crash(app: Any, exc: BaseException, what: str) -> None:

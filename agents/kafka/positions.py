@@ -27,8 +27,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING, Protocol
 
 from pipeline.records import FlushRecord
+
+if TYPE_CHECKING:
+    from aiokafka import TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -190,3 +194,29 @@ class Lifecycle:
     def current(self, generation: int) -> bool:
         """Whether work started in `generation` may still write records."""
         return generation == self.generation and self.phase in (Phase.POSITIONING, Phase.READING)
+
+    def reading(self) -> bool:
+        """Whether the partitions of the assignment are recovered, positioned and read."""
+        return self.phase is Phase.READING
+
+    def is_ready(self) -> bool:
+        """Whether the worker holds an assignment, recovered its state and reads its partitions."""
+        return self.reading()
+
+    def active_partitions(self) -> set[int]:
+        """The partitions this worker owns and reads right now (none during a rebalance)."""
+        return set(self.partitions) if self.reading() else set()
+
+
+class ReadProgress(Protocol):
+    """What a stage asks the reader that feeds it (`agents.kafka.reader.Reader` implements it)."""
+
+    lifecycle: Lifecycle
+
+    def caught_up(self, tp: TopicPartition) -> bool:
+        """Whether the partition was read to its end once since it was positioned."""
+        ...
+
+    def high(self, tp: TopicPartition) -> int | None:
+        """The partition's high-water mark as last fetched (None: not known yet)."""
+        ...

@@ -21,20 +21,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
-from agents.kafka.durable import REVOKE_GRACE_S, SHUTDOWN_GRACE_S, crash, drain
+from agents.kafka.durable import REVOKE_GRACE_S, SHUTDOWN_GRACE_S, Crash, drain
 from agents.kafka.positions import Lifecycle, Phase, Position, moved, resolve
 from agents.kafka.transport import client_security
-from pipeline.config.settings import BrokerConfig
+from pipeline.config.settings import BrokerConfig, Config
 from pipeline.records import StoredFormatError
 
 if TYPE_CHECKING:
-    from agents.app import Pulse
+    from faust import App
+
     from agents.stages.aggregate import Stage2
     from agents.stages.ingest import Stage1
 
@@ -51,14 +52,24 @@ RETRY_S = 0.5
 class Reader:
     """Read the owned input and partials partitions; hand each batch to its stage."""
 
-    def __init__(self, pulse: Pulse, stage1: Stage1, stage2: Stage2) -> None:
-        self.pulse = pulse
+    def __init__(
+        self,
+        config: Config,
+        lifecycle: Lifecycle,
+        stage1: Stage1,
+        stage2: Stage2,
+        input_topics: Iterable[str],
+        partials_name: str,
+        crash: Crash,
+    ) -> None:
+        self.config = config
+        self.crash = crash
         self.stage1 = stage1
         self.stage2 = stage2
         stage1.reader = stage2.reader = self
-        self.lifecycle = Lifecycle()
-        self.input_topics = sorted(pulse.input_topics)
-        self.partials_name = pulse.partials_name
+        self.lifecycle = lifecycle
+        self.input_topics = sorted(input_topics)
+        self.partials_name = partials_name
         self.consumer: AIOKafkaConsumer | None = None
         self.next: dict[TopicPartition, int] = {}
         """Next offset to read of every partition being read (for lag)."""
@@ -69,7 +80,7 @@ class Reader:
         self.ready_since: float | None = None
         """Wall time reading started after the last assignment (None while not reading)."""
         self.assigned_at = 0.0
-        self.settle_s = settle_time(pulse.config.broker)
+        self.settle_s = settle_time(config.broker)
         self.before_reading: Callable[[frozenset[int], Callable[[], bool]], Awaitable[None]] | None = None
         """Awaited once positioned, before reading starts (`pulse bench` holds several workers there
         until all hold their assignment); it gets the partitions and whether they are still current."""
@@ -118,15 +129,15 @@ class Reader:
 
     def reading(self) -> bool:
         """Whether this worker reads the partitions it owns (tables recovered, positions sought)."""
-        return self.lifecycle.phase is Phase.READING
+        return self.lifecycle.reading()
 
     def is_ready(self) -> bool:
         """Whether the worker holds an assignment, recovered its state and reads its partitions."""
-        return self.reading()
+        return self.lifecycle.is_ready()
 
     def active_partitions(self) -> set[int]:
         """The partitions this worker owns and reads right now (none during a rebalance)."""
-        return set(self.lifecycle.partitions) if self.reading() else set()
+        return self.lifecycle.active_partitions()
 
     def lag(self) -> dict[str, int]:
         """Messages not yet read per topic, over the partitions being read."""
@@ -164,17 +175,17 @@ class Reader:
 
     async def run(self) -> None:
         """Read until the worker stops."""
-        wait = self.pulse.config.broker.timings().get("fetch_max_wait")
-        max_message = self.pulse.config.ingest.max_message_bytes
+        wait = self.config.broker.timings().get("fetch_max_wait")
+        max_message = self.config.ingest.max_message_bytes
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.pulse.config.broker.bootstrap_servers(),
+            bootstrap_servers=self.config.broker.bootstrap_servers(),
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="none",  # a position that no longer exists is decided here, not reset
             fetch_max_wait_ms=int((wait if wait is not None else 0.5) * 1000),
             max_partition_fetch_bytes=max(4 << 20, max_message + 4096),
             fetch_max_bytes=32 << 20,
-            **client_security(self.pulse.config.broker),
+            **client_security(self.config.broker),
         )
         self.consumer = consumer
         await consumer.start()
@@ -182,7 +193,7 @@ class Reader:
             while not self.stopping:
                 await self._step(consumer)
         except StoredFormatError as exc:  # a record this version cannot read: say so and stop
-            crash(self.pulse.app, exc, "reading a stored record")
+            self.crash(exc, "reading a stored record")
             raise
         finally:
             self.parked.set()
@@ -326,41 +337,38 @@ def _name(tp: TopicPartition) -> str:
     return f"{tp.topic}:{tp.partition}"
 
 
-def register(pulse: Pulse, stage1: Stage1, stage2: Stage2) -> Reader:
+def register(app: App, reader: Reader, ownership_topic: str) -> Reader:
     """Run the reader as a task of the worker, driven by Faust's rebalance signals."""
     from agents.kafka.transport import connect
 
-    reader = Reader(pulse, stage1, stage2)
-    ownership_topic = pulse.flushlog.changelog_topic.get_topic_name()
-
-    async def on_assigned(app: Any, *args: Any, **kwargs: Any) -> None:
+    async def on_assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
         owned = frozenset(
-            tp.partition for tp in pulse.app.assignor.assigned_actives() if tp.topic == ownership_topic
+            tp.partition for tp in app.assignor.assigned_actives() if tp.topic == ownership_topic
         )
-        reader.on_assigned(pulse.app.consumer_generation_id, owned)
+        reader.on_assigned(app.consumer_generation_id, owned)
 
-    async def on_recovered(app: Any, *args: Any, **kwargs: Any) -> None:
+    async def on_recovered(sender: Any, *args: Any, **kwargs: Any) -> None:
         # Faust sends this when a recovery loop finishes, even one that a newer assignment overtook:
         # its "restore complete" then names the old assignment's tables. A newer assignment has
         # already signalled its own recovery, which has not started yet: wait for that one.
-        recovery = cast(Any, pulse.app.tables).recovery  # the TableManager's (not in its ABC)
+        recovery = cast(Any, app.tables).recovery  # the TableManager's (not in its ABC)
         if recovery.signal_recovery_start.is_set():
             log.info("ignoring the completion of a recovery that a newer assignment overtook")
             return
-        reader.on_recovered(pulse.app.consumer_generation_id)
+        reader.on_recovered(app.consumer_generation_id)
 
-    async def on_revoked(app: Any, *args: Any, **kwargs: Any) -> None:
+    async def on_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
         await reader.on_revoked()
 
-    async def on_shutdown(app: Any, *args: Any, **kwargs: Any) -> None:
+    async def on_shutdown(sender: Any, *args: Any, **kwargs: Any) -> None:
         await reader.stop()
 
     async def read() -> None:
         await reader.run()
 
-    connect(pulse.app.on_partitions_assigned, on_assigned)
-    connect(pulse.app.on_rebalance_complete, on_recovered)
-    connect(pulse.app.on_partitions_revoked, on_revoked)
-    connect(pulse.app.on_before_shutdown, on_shutdown)
-    pulse.app.task(read)
+    connect(app.on_partitions_assigned, on_assigned)
+    connect(app.on_rebalance_complete, on_recovered)
+    connect(app.on_partitions_revoked, on_revoked)
+    connect(app.on_before_shutdown, on_shutdown)
+    app.task(read)
     return reader

@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from agents.kafka.durable import crash
+from agents.kafka.durable import Crash
 from agents.kafka.transport import client_security
+from pipeline.config.settings import BrokerConfig
 from pipeline.records import StoredFormatError
 
 if TYPE_CHECKING:
-    from agents.app import Pulse
+    from faust import App
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +28,11 @@ log = logging.getLogger(__name__)
 class TopicReader:
     """Feed every record value of a topic to `take`; `caught_up` is set once the end was reached."""
 
-    def __init__(self, pulse: Pulse, topic: str, take: Callable[[bytes | None], None]) -> None:
-        self.pulse = pulse
+    def __init__(
+        self, broker: BrokerConfig, topic: str, take: Callable[[bytes | None], None], crash: Crash
+    ) -> None:
+        self.broker = broker
+        self.crash = crash
         self.topic = topic
         self.take = take
         self.positions: dict[TopicPartition, int] = {}
@@ -43,19 +47,19 @@ class TopicReader:
             except asyncio.CancelledError:
                 raise
             except StoredFormatError as exc:  # a record this version cannot read: say so and stop
-                crash(self.pulse.app, exc, f"reading {self.topic}")
+                self.crash(exc, f"reading {self.topic}")
                 raise
             except Exception as exc:  # the broker went away: keep what we have, try again
                 log.warning("reading %s: %r; retrying", self.topic, exc)
                 await asyncio.sleep(1.0)
 
     async def _read(self) -> None:
-        wait = self.pulse.config.broker.timings().get("fetch_max_wait") or 0.5
+        wait = self.broker.timings().get("fetch_max_wait") or 0.5
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.pulse.config.broker.bootstrap_servers(),
+            bootstrap_servers=self.broker.bootstrap_servers(),
             enable_auto_commit=False,
             fetch_max_wait_ms=int(wait * 1000),
-            **client_security(self.pulse.config.broker),
+            **client_security(self.broker),
         )
         await consumer.start()
         try:
@@ -81,11 +85,11 @@ class TopicReader:
             await consumer.stop()
 
 
-def start(pulse: Pulse, reader: TopicReader, name: str) -> None:
+def start(app: App, reader: TopicReader, name: str) -> None:
     """Run a reader as a task of the worker."""
 
     async def read() -> None:
         await reader.run()
 
     read.__name__ = read.__qualname__ = name
-    pulse.app.task(read)
+    app.task(read)

@@ -34,7 +34,14 @@ from pipeline.alerting.steps import Muted, any_of, inhibit, plan, silence
 from pipeline.records import NotificationFailed, encode
 
 if TYPE_CHECKING:
-    from agents.app import Pulse
+    from faust import App
+    from faust.types import TableT
+
+    from agents.history import AlertHistory
+    from agents.kafka.positions import Lifecycle
+    from agents.silences import SilenceBook
+    from agents.telemetry import PipelineMetrics
+    from pipeline.config.settings import Config
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +72,25 @@ class Job:
 class Notifications:
     """Runtime of the notifications on one worker."""
 
-    def __init__(self, pulse: Pulse) -> None:
-        self.pulse = pulse
-        cfg = pulse.config
+    def __init__(
+        self,
+        app: App,
+        cfg: Config,
+        nflog: TableT[str, Any],
+        ownership: Lifecycle,
+        alerts: AlertHistory,
+        silences: SilenceBook,
+        metrics: PipelineMetrics,
+        deadletter_topic: str,
+    ) -> None:
+        self.app = app
+        self.channels = cfg.channels
+        self.nflog = nflog
+        self.ownership = ownership
+        self.alerts = alerts
+        self.silences = silences
+        self.metrics = metrics
+        self.deadletter_topic = deadletter_topic
         self.config = cfg.notify
         self.partitions = cfg.topics.partitions
         self.receivers = {r.name: r for r in cfg.notify.receivers}
@@ -78,7 +101,7 @@ class Notifications:
             max_attempts=cfg.notify.retry_attempts,
             budget_s=cfg.notify.retry_budget,
         )
-        self.ledger = ChangelogWriter(pulse.nflog)
+        self.ledger = ChangelogWriter(nflog)
         self.queues: dict[str, asyncio.Queue[Job]] = {name: asyncio.Queue() for name in self.notifiers}
         self.inflight: dict[str, str] = {}  # ledger key -> plan digest queued or being delivered
         self.tasks: list[asyncio.Task[None]] = []
@@ -109,19 +132,19 @@ class Notifications:
 
     def entry(self, key: str) -> Entry | None:
         """The ledger entry of a group's channel."""
-        data = self.pulse.nflog.get(key)
+        data = self.nflog.get(key)
         return Entry.from_dict(data) if data else None
 
     def step(self, now_ms: int) -> int:
         """Plan every owned group and queue what is due; return how many jobs were queued."""
-        history = self.pulse.history
-        if not self.notifiers or not self.pulse.is_ready() or not history.caught_up():
+        history = self.alerts
+        if not self.notifiers or not self.ownership.is_ready() or not history.caught_up():
             return 0
-        owned = self.pulse.active_partitions()
+        owned = self.ownership.active_partitions()
         alerts = list(history.latest.values())
         firing = [dict(a.get("labels", {})) for a in alerts if a.get("state") == "firing"]
         muted = any_of(
-            silence(self.pulse.silences.store.active(now_ms), now_ms),
+            silence(self.silences.active(now_ms), now_ms),
             inhibit(self.config.inhibit_rules, firing),
         )
         queued = 0
@@ -131,7 +154,7 @@ class Notifications:
                 continue
             queued += self._plan_group(group, partition, now_ms, muted)
         for channel, queue in self.queues.items():
-            self.pulse.metrics.notify_queue.labels(channel).set(queue.qsize())
+            self.metrics.notify_queue.labels(channel).set(queue.qsize())
         return queued
 
     def _plan_group(self, group: Group, partition: int, now_ms: int, muted: Muted) -> int:
@@ -154,7 +177,7 @@ class Notifications:
                 alerts=due.alerts,
                 group_labels=group.labels,
                 key=f"{key}|{due.digest}",
-                external_url=self.pulse.config.channels.external_url,
+                external_url=self.channels.external_url,
                 previous=entry.meta if entry is not None else None,
             )
             self.inflight[key] = due.digest
@@ -176,8 +199,8 @@ class Notifications:
                 self.inflight.pop(job.key, None)
 
     async def _deliver(self, channel: str, notifier: Notifier, job: Job) -> None:
-        metrics = self.pulse.metrics
-        if job.partition not in self.pulse.active_partitions():
+        metrics = self.metrics
+        if job.partition not in self.ownership.active_partitions():
             self.inflight.pop(job.key, None)  # the group moved to another worker, which plans it
             return
         started = time.monotonic()
@@ -220,29 +243,26 @@ class Notifications:
             status=job.plan.status,
             alerts=[a.get("id") for a in job.plan.alerts],
             rules=sorted({str(a.get("rule")) for a in job.plan.alerts}),
-            reason=redact(outcome.reason, self.pulse.config.channels),
+            reason=redact(outcome.reason, self.channels),
             attempts=attempts,
             timestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now_ms / 1000)),
         )
         try:
-            topic = self.pulse.notify_deadletter_name
-            sent = await self.pulse.app.producer.send(
-                topic, job.key.encode(), encode(record), None, None, None
-            )
+            topic = self.deadletter_topic
+            sent = await self.app.producer.send(topic, job.key.encode(), encode(record), None, None, None)
             await sent
         except Exception as exc:  # the ledger entry still stops endless retries; the log keeps the fact
             log.error("%s: could not dead-letter a failed notification: %r", channel, exc)
 
 
-def register(pulse: Pulse) -> Notifications:
-    """Register the notification loop on the pulse app."""
-    runtime = Notifications(pulse)
+def register(app: App, runtime: Notifications) -> Notifications:
+    """Run the notification loop with the worker."""
 
-    @pulse.app.task
+    @app.task
     async def start_notifications() -> None:
         runtime.start()
 
-    @pulse.app.timer(STEP_S, name="notifications")
+    @app.timer(STEP_S, name="notifications")
     async def notifications() -> None:
         runtime.step(int(time.time() * 1000))
 
@@ -251,5 +271,5 @@ def register(pulse: Pulse) -> Notifications:
 
     from agents.kafka.transport import connect
 
-    connect(pulse.app.on_before_shutdown, close)
+    connect(app.on_before_shutdown, close)
     return runtime

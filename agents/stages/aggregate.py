@@ -17,32 +17,49 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiokafka import TopicPartition
 
-from agents.kafka.durable import ChangelogWriter, crash
-from agents.kafka.positions import Position, ResumePlan, applied_key, partials_plan
+from agents.kafka.durable import ChangelogWriter, Crash
+from agents.kafka.positions import Position, ReadProgress, ResumePlan, applied_key, partials_plan
 from pipeline.records import AppliedRecord, PartialBlock, check_cells, decode_partials
 from pipeline.state.cells import Retention, SeriesState, apply_block, group_cells, is_cell_key, split_cell_key
 from pipeline.state.series import owner
 
 if TYPE_CHECKING:
-    from agents.app import Pulse
-    from agents.kafka.reader import Reader
-    from agents.stages.evaluate import Evaluator
+    from faust.types import TableT
+
+    from agents.kafka.positions import Lifecycle
+    from agents.telemetry import PipelineMetrics
+    from pipeline.config.settings import Config
+    from pipeline.state.calendar import Calendar
 
 log = logging.getLogger(__name__)
 
 EXPIRY_EVERY_S = 10.0
 
 
+class RuleTicks(Protocol):
+    """The rule evaluation stage 2 drives on its clock (`agents.stages.evaluate.Evaluator`)."""
+
+    last_eval: dict[int, int]
+
+    async def on_tick(self, partition: int, now_ms: int) -> list[Awaitable[Any]]:
+        """Evaluate one partition's rules when due; return the writes to await."""
+        ...
+
+
 class SeriesView:
     """Index of the owned series (active partitions only), kept in step with the cells table."""
 
-    def __init__(self, pulse: Pulse) -> None:
-        self.pulse = pulse
-        self.partitions = pulse.config.topics.partitions
+    def __init__(
+        self, cells: TableT[str, Any], partitions: int, ownership: Lifecycle, metrics: PipelineMetrics
+    ) -> None:
+        self.cells = cells
+        self.partitions = partitions
+        self.ownership = ownership
+        self.metrics = metrics
         self._states: dict[str, SeriesState] = {}
         self._by_partition: dict[int, set[str]] = {}
         self._active: frozenset[int] | None = None
@@ -53,7 +70,7 @@ class SeriesView:
 
     def states(self) -> dict[str, SeriesState]:
         """Return series key -> state for every series this worker owns now."""
-        active = frozenset(self.pulse.active_partitions())
+        active = frozenset(self.ownership.active_partitions())
         if self._active != active:
             self._rebuild(active)
         return self._states
@@ -61,7 +78,7 @@ class SeriesView:
     def _rebuild(self, active: frozenset[int]) -> None:
         items = (
             (key, cell)
-            for key, cell in list(self.pulse.cells.data.items())
+            for key, cell in list(self.cells.data.items())
             if cell is not None
             and is_cell_key(key)
             and owner(split_cell_key(key)[0], self.partitions) in active
@@ -73,14 +90,14 @@ class SeriesView:
         # Cache the index only once the tables are recovered: Faust completes a rebalance (and we
         # invalidate) before its recovery has replayed the changelogs, and an index built from a
         # half-recovered table would stay stale until the next rebalance.
-        self._active = active if self.pulse.is_ready() else None
-        self.pulse.metrics.owned_series.set(len(self._states))
+        self._active = active if self.ownership.is_ready() else None
+        self.metrics.owned_series.set(len(self._states))
 
     def note_written(self, keys: list[str]) -> None:
         """Add freshly written cells to the index."""
         if self._active is None:
             return
-        cells = self.pulse.cells.data
+        cells = self.cells.data
         for series, fresh in group_cells((key, cells[key]) for key in keys).items():
             current = self._states.get(series)
             if current is None:
@@ -95,7 +112,7 @@ class SeriesView:
             current.coarse.update(fresh.coarse)
             current.periods.update(fresh.periods)
             current.entities.update(fresh.entities)
-        self.pulse.metrics.owned_series.set(len(self._states))
+        self.metrics.owned_series.set(len(self._states))
 
     def keys_of(self, partition: int) -> list[str]:
         """Return the keys of the series owned through one partition."""
@@ -136,16 +153,27 @@ class Stage2:
     re-apply, and how much changelog a recovery reads (every write of a cell is a record)."""
     WRITE_MAX_PENDING = 500
 
-    def __init__(self, pulse: Pulse) -> None:
-        self.pulse = pulse
-        cfg = pulse.config.windows
+    def __init__(
+        self,
+        config: Config,
+        partials_name: str,
+        cells: TableT[str, Any],
+        ownership: Lifecycle,
+        metrics: PipelineMetrics,
+        calendar: Calendar,
+        crash: Crash,
+    ) -> None:
+        cfg = config.windows
+        self.cells = cells
+        self.metrics = metrics
+        self.crash = crash
         self.coarse_ms = int(cfg.coarse_pane * 1000)
         self.retention = Retention(
-            int(cfg.retention_fine() * 1000), int(cfg.retention_coarse() * 1000), pulse.calendar
+            int(cfg.retention_fine() * 1000), int(cfg.retention_coarse() * 1000), calendar
         )
-        self.partials_name = pulse.partials_name
-        self.view = SeriesView(pulse)
-        self.writer = ChangelogWriter(pulse.cells)
+        self.partials_name = partials_name
+        self.view = SeriesView(cells, config.topics.partitions, ownership, metrics)
+        self.writer = ChangelogWriter(cells)
         self.last_expiry: dict[int, float] = {}
         self.last_tick_ms: dict[int, int] = {}
         self.dirty: dict[str, int] = {}
@@ -160,18 +188,18 @@ class Stage2:
         self.owned: list[int] = []
         self.formats_checked = False
         """Whether the recovered cells of the current assignment had their formats checked."""
-        self.evaluator: Evaluator | None = None
-        self.reader: Reader | None = None
+        self.evaluator: RuleTicks | None = None
+        self.reader: ReadProgress | None = None
 
     # -- positions --------------------------------------------------------------------------------
 
     def plan(self, partition: int) -> ResumePlan:
         """Where a partials partition resumes: after the last offset whose cells are durable."""
         if not self.formats_checked:
-            check_cells(self.pulse.cells.data, "cells table")  # stops the worker on a format it cannot read
+            check_cells(self.cells.data, "cells table")  # stops the worker on a format it cannot read
             self.formats_checked = True
         key = applied_key(partition)
-        value = self.pulse.cells.get(key)
+        value = self.cells.get(key)
         if value is None:
             return partials_plan(None)
         return partials_plan(AppliedRecord.from_wire(value, f"cells key {key!r}").offset)
@@ -216,8 +244,8 @@ class Stage2:
     def apply(self, partition: int, blocks: list[PartialBlock]) -> None:
         """Merge blocks into the cells in memory and mark what changed."""
         self.view.states()  # make sure the index is current before it is updated
-        metrics = self.pulse.metrics
-        store = self.pulse.cells.data
+        metrics = self.metrics
+        store = self.cells.data
         dirty = self.dirty
         for block in blocks:
             source, start, end = block.source, block.first, block.last
@@ -263,13 +291,13 @@ class Stage2:
         self.last_expiry[partition] = now
         self.view.states()
         keys = self.retention.expired(self.view.expiring_keys(partition), now_ms)
-        store = self.pulse.cells.data
+        store = self.cells.data
         for key in keys:
             store.pop(key, None)
             self.dirty[key] = partition
         self.view.note_deleted(keys)
         if keys:
-            self.pulse.metrics.cells_expired.inc(len(keys))
+            self.metrics.cells_expired.inc(len(keys))
 
     async def maybe_write(self) -> None:
         """Write the changed cells when enough are pending or they waited long enough."""
@@ -287,7 +315,7 @@ class Stage2:
         positions, self.applied = self.applied, {}
         self.pending_messages = 0
         self.pending_since = time.monotonic()
-        store = self.pulse.cells.data
+        store = self.cells.data
         sends, self.sends = self.sends, []
         for key, partition in dirty.items():
             value = store.get(key)
@@ -319,4 +347,4 @@ class Stage2:
 
     def _completed(self, fut: asyncio.Future[None]) -> None:
         if not fut.cancelled() and fut.exception() is not None:
-            crash(self.pulse.app, fut.exception(), "changelog delivery")  # type: ignore[arg-type]
+            self.crash(fut.exception(), "changelog delivery")  # type: ignore[arg-type]

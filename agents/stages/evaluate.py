@@ -28,12 +28,16 @@ from typing import TYPE_CHECKING, Any
 
 from agents.kafka.durable import ChangelogWriter
 from pipeline.readout.figures import prometheus_families
-from pipeline.rules import AlertState, Rule, RuleSet, Snapshot, State, evaluate, prunable
+from pipeline.rules import AlertState, FlapPolicy, Rule, RuleSet, Snapshot, State, evaluate, prunable
 from pipeline.state.series import owner, series_key
 
 if TYPE_CHECKING:
-    from agents.app import Pulse
+    from faust.types import TableT
+
+    from agents.kafka.positions import Lifecycle
     from agents.stages.aggregate import SeriesView
+    from agents.telemetry import PipelineMetrics
+    from pipeline.config.settings import Config
 
 log = logging.getLogger(__name__)
 
@@ -75,18 +79,32 @@ def reconcile(aux: AlertState | None, published: Mapping[str, Any]) -> AlertStat
 class Evaluator:
     """Runtime of the rule ticks on one worker."""
 
-    def __init__(self, pulse: Pulse, view: SeriesView, rules: RuleSet) -> None:
-        self.pulse = pulse
+    def __init__(
+        self,
+        cfg: Config,
+        view: SeriesView,
+        rules: RuleSet,
+        alertstate: TableT[str, Any],
+        alertlog: TableT[bytes, Any],
+        ownership: Lifecycle,
+        metrics: PipelineMetrics,
+        flap_policy: FlapPolicy,
+    ) -> None:
+        self.config = cfg
         self.view = view
         self.rules = rules
-        cfg = pulse.config
+        self.alertstate = alertstate
+        self.alertlog = alertlog
+        self.ownership = ownership
+        self.metrics = metrics
+        self.flap_policy = flap_policy
         self.interval_ms = int(cfg.rules.interval * 1000)
         # the clock is checked between batches, at least every 100 ms: that much slack keeps the
         # evaluations from drifting a step late each time
         self.slack_ms = 100
-        self.partitions = pulse.config.topics.partitions
-        self.state_writer = ChangelogWriter(pulse.alertstate)
-        self.log_writer = ChangelogWriter(pulse.alertlog)
+        self.partitions = cfg.topics.partitions
+        self.state_writer = ChangelogWriter(alertstate)
+        self.log_writer = ChangelogWriter(alertlog)
         self.last_eval: dict[int, int] = {}
         self.index: dict[int, dict[str, AlertState]] = {}
         self.epoch = -1
@@ -100,22 +118,22 @@ class Evaluator:
 
     def states(self, partition: int) -> dict[str, AlertState]:
         """The alert states of one partition, rebuilt from both tables after every rebalance."""
-        if self.epoch != self.pulse.generation:
-            self.index, self.epoch = {}, self.pulse.generation
+        if self.epoch != self.ownership.generation:
+            self.index, self.epoch = {}, self.ownership.generation
         found = self.index.get(partition)
         if found is None:
             found = self.index[partition] = self._load(partition)
         return found
 
     def _load(self, partition: int) -> dict[str, AlertState]:
-        aux_store = self.pulse.alertstate.data
+        aux_store = self.alertstate.data
         aux_parts = getattr(aux_store, "_key_partition", {})
         aux: dict[str, AlertState] = {
             key: AlertState.from_dict(value)
             for key, value in list(aux_store.items())
             if value is not None and aux_parts.get(key) == partition
         }
-        log_store = self.pulse.alertlog.data
+        log_store = self.alertlog.data
         log_parts = getattr(log_store, "_key_partition", {})
         out: dict[str, AlertState] = {}
         for key, published in list(log_store.items()):
@@ -137,7 +155,7 @@ class Evaluator:
         keys = self.view.keys_of(partition)
         states = self.view.states()
         owned = {key: states[key] for key in keys if key in states}
-        snapshot = Snapshot.from_families(prometheus_families(owned, now_ms, self.pulse.config))
+        snapshot = Snapshot.from_families(prometheus_families(owned, now_ms, self.config))
         current = self.states(partition)
         transitions, changed = evaluate(
             self.rules,
@@ -145,10 +163,10 @@ class Evaluator:
             current,
             now_ms,
             owns=lambda rule, labels: self.owns(rule, labels, partition),
-            flapping=self.pulse.flap_policy,
+            flapping=self.flap_policy,
         )
         sends: list[Awaitable[Any]] = []
-        metrics = self.pulse.metrics
+        metrics = self.metrics
         for transition in transitions:
             alert = transition.to_alert()
             sends.append(await self.log_writer.put(transition.fingerprint.encode(), alert, partition))
@@ -161,14 +179,14 @@ class Evaluator:
                 transition.state.value,
                 partition,
             )
-        policy = self.pulse.flap_policy
+        policy = self.flap_policy
         for fp, state in changed.items():
             current[fp] = state
             if not prunable(state, now_ms, policy):
                 sends.append(await self.state_writer.put(fp, state.to_dict(), partition))
         for fp in [fp for fp, state in current.items() if prunable(state, now_ms, policy)]:
             del current[fp]
-            if fp in self.pulse.alertstate.data or fp in changed:
+            if fp in self.alertstate.data or fp in changed:
                 sends.append(await self.state_writer.delete(fp, partition))
         metrics.rule_seconds.observe(time.perf_counter() - started)
         self._count()
@@ -177,7 +195,7 @@ class Evaluator:
     def _count(self) -> None:
         counts: dict[tuple[str, str], int] = {}
         severity = {rule.name: rule.severity for rule in self.rules.rules}
-        active = self.pulse.active_partitions()
+        active = self.ownership.active_partitions()
         for partition, states in self.index.items():
             if partition not in active:
                 continue
@@ -185,7 +203,7 @@ class Evaluator:
                 if alert.state in KEEP:
                     key = (alert.state.value, severity.get(alert.rule, "unknown"))
                     counts[key] = counts.get(key, 0) + 1
-        gauge = self.pulse.metrics.alerts
+        gauge = self.metrics.alerts
         for state in KEEP:
             for level in ("critical", "high", "medium", "low"):
                 gauge.labels(state.value, level).set(counts.get((state.value, level), 0))

@@ -27,15 +27,16 @@ import logging
 import time
 from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import TopicPartition
 
-from agents.kafka.durable import ChangelogWriter, crash
+from agents.kafka.durable import ChangelogWriter, Crash
 from agents.kafka.positions import (
     Position,
+    ReadProgress,
     Replay,
     ResumePlan,
     flush_key,
@@ -51,8 +52,11 @@ from schemas.events import Rejection, validator
 from schemas.typed import fast_decoder, from_dict
 
 if TYPE_CHECKING:
-    from agents.app import Pulse
-    from agents.kafka.reader import Reader
+    from faust.types import TableT, TopicT
+
+    from agents.telemetry import PipelineMetrics
+    from pipeline.config.settings import Config
+    from pipeline.state.calendar import Calendar
 
 log = logging.getLogger(__name__)
 
@@ -133,10 +137,25 @@ def element_spans(value: bytes) -> list[bytes]:
 class Stage1:
     """Runtime of stage 1 on one worker."""
 
-    def __init__(self, pulse: Pulse) -> None:
-        self.pulse = pulse
-        cfg = pulse.config
-        self.kind_of = pulse.input_topics
+    def __init__(
+        self,
+        cfg: Config,
+        input_topics: Mapping[str, str],
+        flushlog: TableT[str, Any],
+        partials: TopicT,
+        deadletter: TopicT,
+        metrics: PipelineMetrics,
+        calendar: Calendar,
+        crash: Crash,
+    ) -> None:
+        self.config = cfg
+        self.kind_of = input_topics
+        self.flushlog_table = flushlog
+        self.partials = partials
+        self.deadletter = deadletter
+        self.metrics = metrics
+        self.calendar = calendar
+        self.crash = crash
         self.partitions = cfg.topics.partitions
         self.pane_ms = int(cfg.windows.pane * 1000)
         self.lateness_ms = int(cfg.windows.allowed_lateness * 1000)
@@ -146,14 +165,14 @@ class Stage1:
         self.min_flush_s = cfg.ingest.min_flush_interval
         self.idle_flush_s = cfg.ingest.flush_interval
         self.states: dict[TopicPartition, InputPartition] = {}
-        self.flushlog = ChangelogWriter(pulse.flushlog)
+        self.flushlog = ChangelogWriter(flushlog)
         self.guards: dict[int, LabelGuard] = {}
         self.jobs: list[FlushJob] = []
         self.chain: asyncio.Future[None] | None = None
         self.pending_flushes = 0
         self.undelivered = 0
         """Events of detached flushes whose delivery has not finished."""
-        self.reader: Reader | None = None
+        self.reader: ReadProgress | None = None
         self.generation = -1
         """The reader's generation when the partitions were positioned; deliveries check it."""
         self.first_event_at: float | None = None
@@ -164,7 +183,7 @@ class Stage1:
     def plan(self, tp: TopicPartition) -> ResumePlan:
         """Where an input partition resumes, from its recovered flush record."""
         key = flush_key(tp.topic, tp.partition)
-        value = self.pulse.flushlog.get(key)
+        value = self.flushlog_table.get(key)
         return input_plan(None if value is None else FlushRecord.from_wire(value, f"flushlog key {key!r}"))
 
     def start(self, tp: TopicPartition, position: Position) -> None:
@@ -177,7 +196,7 @@ class Stage1:
         state.last_flush = time.monotonic()
         self.states[tp] = state
         if position.replay is not None:
-            self.pulse.metrics.replays.inc()
+            self.metrics.replays.inc()
             replay = position.replay
             log.info(
                 "%s: replaying its last recorded flush [%d, %d] from %d",
@@ -371,11 +390,11 @@ class Stage1:
         """Turn a partition's buffer into a flush job (one job per partition per delivery)."""
         if any(job.tp == state.tp for job in self.jobs):
             self._schedule()  # its record must wait until the earlier flush's partials are delivered
-        metrics = self.pulse.metrics
+        metrics = self.metrics
         state.last_flush = time.monotonic()
         started = time.perf_counter()
         guard = self.guard(state.tp.partition)
-        parts = state.acc.parts(FlushContext(self.pulse.calendar, guard))
+        parts = state.acc.parts(FlushContext(self.calendar, guard))
         metrics.flush_seconds.observe(time.perf_counter() - started)
         for dimension, folded in guard.take_folds().items():
             metrics.folds.labels(dimension).inc(folded)
@@ -413,12 +432,11 @@ class Stage1:
         self.pending_flushes -= 1
         self.undelivered -= events
         if not fut.cancelled() and fut.exception() is not None:
-            crash(self.pulse.app, fut.exception(), "delivery of a flush")  # type: ignore[arg-type]
+            self.crash(fut.exception(), "delivery of a flush")  # type: ignore[arg-type]
 
     async def _deliver(
         self, jobs: list[FlushJob], generation: int, previous: asyncio.Future[None] | None
     ) -> None:
-        pulse = self.pulse
         if previous is not None:
             await asyncio.shield(previous)
         assert self.reader is not None
@@ -452,19 +470,19 @@ class Stage1:
         sends: list[Awaitable[Any]] = []
         for dest, dest_blocks in by_owner.items():
             for payload in _payloads(dest_blocks):
-                sends.append(await pulse.partials.send(value=payload, partition=dest))
+                sends.append(await self.partials.send(value=payload, partition=dest))
         for job in jobs:
             for original_key, value, headers in job.dead:
-                sends.append(await pulse.deadletter.send(key=original_key, value=value, headers=headers))
+                sends.append(await self.deadletter.send(key=original_key, value=value, headers=headers))
         await asyncio.gather(*sends)
 
     def guard(self, partition: int) -> LabelGuard:
         """The label guard of one input partition number, as last recorded."""
         guard = self.guards.get(partition)
         if guard is None:
-            limits = self.pulse.config.cardinality.limits()
+            limits = self.config.cardinality.limits()
             key = guard_key(partition)
-            value = self.pulse.flushlog.get(key)
+            value = self.flushlog_table.get(key)
             recorded = (
                 None if value is None else GuardRecord.from_wire(value, f"flushlog key {key!r}").admitted
             )
