@@ -5,11 +5,11 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import Mapping
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from faust.web import Request, Response, View
+from msgspec import structs
 
 from agents.history import HistoryQuery
 from agents.silences import new_silence
@@ -135,7 +135,7 @@ def register(app: App, deps: WebDeps) -> None:
                 return self.json({"status": "error", "error": "no such silence"}, status=404)
             now = _wall_ms()
             if found.ends_at_ms > now:
-                await deps.silences.publish(replace(found, ends_at_ms=max(now, found.starts_at_ms)))
+                await deps.silences.publish(structs.replace(found, ends_at_ms=max(now, found.starts_at_ms)))
             return self.json({"status": "success", "data": {"silenceID": silence_id, "expired": True}})
 
     @app.page("/api/v1/events/{event_type}")

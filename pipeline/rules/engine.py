@@ -24,10 +24,12 @@ States whose rule is not in the rule set are left alone; a caller reloading rule
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
+
+import msgspec
 
 from pipeline.durations import format_duration
 from pipeline.records import AlertRecord, AlertStateRecord
@@ -77,40 +79,20 @@ class AlertState:
     cleared_since_ms: int | None = None  # while firing: first evaluation that saw the condition false
 
     def to_dict(self) -> dict[str, Any]:
-        """The stored form (`pipeline.records.AlertStateRecord`); None fields and an empty `fired` are
-        left out, and so is a NaN value (not JSON)."""
-        value = self.value if self.value is not None and self.value == self.value else None
-        return AlertStateRecord(
-            fingerprint=self.fingerprint,
-            rule=self.rule,
-            state=str(self.state),
-            labels=dict(self.labels),
-            active_since_ms=self.active_since_ms,
-            starts_at_ms=self.starts_at_ms,
-            ends_at_ms=self.ends_at_ms,
-            last_true_ms=self.last_true_ms,
-            value=value,
-            fired=list(self.fired),
-            cleared_since_ms=self.cleared_since_ms,
-        ).to_wire()
+        """The stored form (`pipeline.records.AlertStateRecord`, same field names); None fields and an
+        empty `fired` are left out, and so is a NaN value (not JSON)."""
+        fields = asdict(self)
+        fields["state"] = str(self.state)
+        if self.value is not None and self.value != self.value:
+            fields["value"] = None
+        return AlertStateRecord(**fields).to_wire()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "alertstate") -> AlertState:
         """Rebuild a state from its stored form (any format this version reads)."""
-        record = AlertStateRecord.from_wire(data, where)
-        return cls(
-            fingerprint=record.fingerprint,
-            rule=record.rule,
-            labels=dict(record.labels),
-            state=State(record.state),
-            active_since_ms=record.active_since_ms,
-            starts_at_ms=record.starts_at_ms,
-            ends_at_ms=record.ends_at_ms,
-            last_true_ms=record.last_true_ms,
-            value=record.value,
-            fired=list(record.fired),
-            cleared_since_ms=record.cleared_since_ms,
-        )
+        fields = msgspec.structs.asdict(AlertStateRecord.from_wire(data, where))
+        fields["state"] = State(fields["state"])
+        return cls(**fields)
 
 
 def rfc3339(ms: int) -> str:
