@@ -243,8 +243,21 @@ def alert_labels(rule: Rule, instance: Mapping[str, str]) -> dict[str, str]:
     return {**instance, **rule.labels, "alertname": rule.name, "severity": rule.severity}
 
 
-def render_annotations(rule: Rule, obs: Observation, labels: Mapping[str, str]) -> dict[str, str]:
-    """The rule's annotations rendered for one observation."""
+RESOLVED_PREFIX = "resolved_"
+"""Annotations named `resolved_<key>` replace `<key>` in resolved transitions (and are not published)."""
+DEFAULT_RESOLVED_SUMMARY = "{{ rule }} 해소: 현재 값 {{ value }}"
+"""The summary of a resolved transition when the rule has no `resolved_summary`."""
+
+
+def render_annotations(
+    rule: Rule, obs: Observation, labels: Mapping[str, str], state: State = State.FIRING
+) -> dict[str, str]:
+    """The rule's annotations rendered for one observation, in the words of the transition's state.
+
+    A resolved transition takes `resolved_summary` and `resolved_description` (any `resolved_<key>`)
+    instead of `summary` and `description`; without its own, a resolve says so in a generic summary and
+    drops the firing description (which would describe the problem as current).
+    """
     values = {
         "value": obs.value,
         "threshold": obs.threshold,
@@ -252,15 +265,24 @@ def render_annotations(rule: Rule, obs: Observation, labels: Mapping[str, str]) 
         "severity": rule.severity,
         "window": None if rule.window is None else format_duration(rule.window),
         "metric": obs.metric,
+        "state": str(state),
     }
-    return {key: render(text, values, labels) for key, text in rule.annotations.items()}
+    texts = {k: v for k, v in rule.annotations.items() if not k.startswith(RESOLVED_PREFIX)}
+    if state == State.RESOLVED:
+        resolved = {
+            k[len(RESOLVED_PREFIX) :]: v for k, v in rule.annotations.items() if k.startswith(RESOLVED_PREFIX)
+        }
+        texts.pop("description", None)
+        texts["summary"] = DEFAULT_RESOLVED_SUMMARY
+        texts.update(resolved)
+    return {key: render(text, values, labels) for key, text in texts.items()}
 
 
 def _transition(
     rule: Rule, previous: AlertState | None, new: AlertState, obs: Observation, now: int, policy: FlapPolicy
 ) -> Transition:
     labels = alert_labels(rule, new.labels)
-    annotations = render_annotations(rule, obs, labels)
+    annotations = render_annotations(rule, obs, labels, new.state)
     if new.state == State.FIRING and is_flapping(new, policy):
         annotations["flapping"] = "true"
     if new.state in (State.FIRING, State.RESOLVED):

@@ -430,7 +430,8 @@ def _format_filter(metric: str) -> str:
 
 
 def default_annotations(fields: dict[str, Any]) -> dict[str, str]:
-    """Summary and description for a rule that does not write its own; both show value and threshold."""
+    """Summary and description for a rule that does not write its own; both show value and threshold.
+    A resolve gets its own generic summary (`resolved_summary`), in the guide's language."""
     heartbeat = fields.get("heartbeat")
     if isinstance(heartbeat, Heartbeat):
         reasons = ["reports unhealthy"] if heartbeat.unhealthy else []
@@ -440,6 +441,8 @@ def default_annotations(fields: dict[str, Any]) -> dict[str, str]:
             "summary": "service {{ labels.service }} is down: it " + " or ".join(reasons),
             "description": "{{ rule }}: {{ metric }} is {{ value }} (threshold {{ threshold }}), "
             "severity {{ severity }}",
+            "resolved_summary": "{{ rule }} 해소: 서비스 {{ labels.service }} 정상 "
+            "({{ metric }} = {{ value }})",
         }
     metric, op = fields.get("metric") or "", fields.get("op") or ""
     flt = _format_filter(metric)
@@ -450,4 +453,5 @@ def default_annotations(fields: dict[str, Any]) -> dict[str, str]:
         "summary": "{{ rule }}: {{ metric }} is " + f"{value} ({op} {threshold})",
         "description": "{{ metric }}" + over + f" is {value}, {op} the threshold {threshold}{held}; "
         "severity {{ severity }}",
+        "resolved_summary": "{{ rule }} 해소: 현재 값 " + value,
     }

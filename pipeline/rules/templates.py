@@ -1,6 +1,7 @@
 """Annotation templates: `{{ name }}` or `{{ name | filter }}`, substituted, never evaluated.
 
-Names: value, threshold, rule, severity, window, metric and `labels.<x>`. Filters: percent (0.051 ->
+Names: value, threshold, rule, severity, window, metric, state (pending, firing, resolved or
+inactive) and `labels.<x>`. Filters: percent (0.051 ->
 "5.1%"), ms (seconds -> "2100 ms"), round (2 decimals), duration (seconds -> "1m30s" style). A missing
 value renders as "n/a". Label values are inserted as they are; notifiers escape for their medium.
 """
@@ -14,7 +15,7 @@ from collections.abc import Callable, Collection, Mapping
 
 from pipeline.durations import format_duration
 
-NAMES = ("value", "threshold", "rule", "severity", "window", "metric")
+NAMES = ("value", "threshold", "rule", "severity", "window", "metric", "state")
 _FIELD = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 MISSING = "n/a"
 Value = float | str | None

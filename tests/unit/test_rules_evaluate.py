@@ -293,18 +293,17 @@ def test_to_alert_has_the_guide_fields() -> None:
         "state": "resolved",
         "previous": "firing",
         "severity": "critical",
-        "title": "high_error_rate: o4o_error_ratio is 1% (> 5%)",
-        "message": "o4o_error_ratio over 5m is 1%, > the threshold 5%; severity critical",
+        # A resolve says so in its own words (issue "The first ten minutes"): the firing description
+        # would describe the problem as current.
+        "title": "high_error_rate 해소: 현재 값 1%",
+        "message": "",
         "metric": "o4o_error_ratio",
         "currentValue": 0.01,
         "threshold": 0.05,
         "timestamp": "2026-01-01T00:00:00.500Z",
         "service": "o4o",
         "labels": {"alertname": "high_error_rate", "severity": "critical"},
-        "annotations": {
-            "summary": "high_error_rate: o4o_error_ratio is 1% (> 5%)",
-            "description": "o4o_error_ratio over 5m is 1%, > the threshold 5%; severity critical",
-        },
+        "annotations": {"summary": "high_error_rate 해소: 현재 값 1%"},
         "starts_at": "2026-01-01T00:00:00.000Z",
         "ends_at": "2026-01-01T00:00:00.500Z",
         "V": 2,
