@@ -221,8 +221,10 @@ class Notifications:
             await sent
         finally:
             self.inflight.pop(job.key, None)
-        log.info(
-            "%s: %s notification of group %s (%s, %d alerts): %s after %d attempt(s)",
+        # A notification that finally failed is an error: the on-call engineer did not get it.
+        log.log(
+            logging.INFO if outcome.kind == "delivered" else logging.ERROR,
+            "%s: %s notification of group %s (%s, %d alerts): %s after %d attempt(s)%s",
             channel,
             job.plan.status,
             job.notification.group_key,
@@ -230,6 +232,7 @@ class Notifications:
             len(job.plan.alerts),
             outcome.kind,
             attempts,
+            "" if outcome.kind == "delivered" else f": {redact(outcome.reason, self.channels)}",
         )
 
     async def _dead_letter(

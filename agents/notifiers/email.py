@@ -117,6 +117,12 @@ def build_message(n: Notification, config: ChannelsConfig) -> EmailMessage:
     return message
 
 
+HINT_TLS = "set PULSE_SMTP_TLS=none for a plain relay such as Mailpit, or implicit for port 465"
+HINT_AUTH = "check PULSE_SMTP_USER and PULSE_SMTP_PASSWORD (or PULSE_SMTP_PASSWORD_FILE)"
+HINT_CERT = "trust the server's CA with channels.email.ca_file, or check PULSE_SMTP_HOST"
+"""What to change when an email fails in a way no retry can fix."""
+
+
 class EmailNotifier(Notifier):
     """Sends through the configured SMTP server (STARTTLS, implicit TLS or plain; AUTH when a user is set).
 
@@ -150,14 +156,25 @@ class EmailNotifier(Notifier):
             codes = [error.code for error in exc.recipients]
             kind = RETRY if any(400 <= code < 500 for code in codes) else FAILED
             return self.outcome(kind, f"smtp: every recipient refused ({', '.join(map(str, codes))})")
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            reason = f"smtp: authentication refused ({exc.code} {one_line(exc.message, 200)})"
+            return self.outcome(FAILED, f"{reason}; {HINT_AUTH}")
         except aiosmtplib.SMTPResponseException as exc:
             kind = FAILED if exc.code >= 500 else RETRY
             return self.outcome(kind, f"smtp: {exc.code} {one_line(exc.message, 200)}")
         except ssl.SSLCertVerificationError as exc:
-            return self.outcome(FAILED, f"smtp: certificate not trusted: {describe(exc)}")
+            return self.outcome(FAILED, f"smtp: certificate not trusted: {describe(exc)}; {HINT_CERT}")
+        except ssl.SSLError as exc:  # e.g. implicit TLS against a plain port: no retry changes that
+            return self.outcome(FAILED, f"smtp: TLS handshake failed: {describe(exc)}; {HINT_TLS}")
         except aiosmtplib.SMTPNotSupported as exc:
             return self.outcome(FAILED, f"smtp: {describe(exc)}")
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        except aiosmtplib.SMTPException as exc:
+            if "STARTTLS" in str(exc):  # the server does not offer it: the setting is wrong, not the moment
+                return self.outcome(FAILED, f"smtp: the server does not offer STARTTLS; {HINT_TLS}")
+            if isinstance(exc.__cause__, ssl.SSLError) or "WRONG_VERSION_NUMBER" in str(exc):
+                return self.outcome(FAILED, f"smtp: TLS handshake failed: {describe(exc)}; {HINT_TLS}")
+            return self.outcome(RETRY, f"smtp: {describe(exc)}")
+        except (OSError, TimeoutError) as exc:
             return self.outcome(RETRY, f"smtp: {describe(exc)}")
         if refused:
             log.warning("email: %d recipient(s) refused: %s", len(refused), redact(str(refused), self.config))

@@ -53,6 +53,19 @@ _SECTION_MAX = 3000  # Block Kit limit of a section's text
 _LABELS_MAX = 1500
 # Errors after which the same request may succeed later; every other Slack error is permanent.
 _TRANSIENT = {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+_AUTH_ADVICE = "check PULSE_SLACK_BOT_TOKEN (a bot token, xoxb-...) and the app's installation"
+_CHANNEL_HINT = "check PULSE_SLACK_CHANNEL and invite the app to that channel (/invite @app)"
+HINTS = {
+    "invalid_auth": _AUTH_ADVICE,
+    "not_authed": _AUTH_ADVICE,
+    "token_revoked": _AUTH_ADVICE,
+    "account_inactive": _AUTH_ADVICE,
+    "missing_scope": "give the app the chat:write scope and reinstall it",
+    "channel_not_found": _CHANNEL_HINT,
+    "not_in_channel": _CHANNEL_HINT,
+    "is_archived": "the channel is archived: set PULSE_SLACK_CHANNEL to a live one",
+}
+"""What to change for the Slack errors that no retry can fix."""
 # The original message cannot be edited any more: say "resolved" in a new message instead.
 _GONE = {"message_not_found", "cant_update_message", "edit_window_closed", "msg_too_long"}
 
@@ -193,7 +206,8 @@ class SlackNotifier(Notifier):
             return self.outcome(RETRY, reason, retry_after=retry_after)
         if error in _TRANSIENT or status >= 500 or status == 408:
             return self.outcome(RETRY, reason)
-        return self.outcome(FAILED, reason)
+        hint = HINTS.get(error)
+        return self.outcome(FAILED, f"{reason}; {hint}" if hint else reason)
 
     def web(self) -> AsyncWebClient:
         """The Web API client, sharing the notifier's session; it never retries on its own."""
