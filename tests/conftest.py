@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,27 +9,10 @@ import pytest
 
 from pipeline.errors import BrokerError
 from pipeline.tools.broker import EmbeddedBroker
-from tests.helpers import Cluster
+from tests.support.cluster import Cluster
+from tests.support.needs import need
 
-REQUIRE_E2E = os.environ.get("PULSE_REQUIRE_E2E") == "1"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-
-
-def need(condition: bool, reason: str) -> None:
-    """Skip when something the machine may lack is missing; fail instead when CI requires it."""
-    if condition:
-        return
-    if REQUIRE_E2E:
-        pytest.fail(f"PULSE_REQUIRE_E2E=1 but {reason}")
-    pytest.skip(reason)
-
-
-def need_binary(name: str, package: str) -> str:
-    """Return the path of a program, or skip (fail under PULSE_REQUIRE_E2E=1) when missing."""
-    path = shutil.which(name)
-    need(path is not None, f"{name} is not installed (Debian package {package})")
-    assert path is not None
-    return path
 
 
 @pytest.fixture(scope="session")

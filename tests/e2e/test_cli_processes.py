@@ -8,23 +8,23 @@ for a survivor), and kills whatever is left when the test ends, pass or fail (fi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
 
 from pipeline.tools.procs import free_port
-from tests.e2e.launch import HOST, need_broker, pulse_argv, pulse_env, wait_healthy
-from tests.helpers import parse_metrics
+from tests.support.kafka import topic_partitions
+from tests.support.metrics import by_label, parse_metrics
+from tests.support.needs import need_broker
+from tests.support.procs import HOST, Process, pulse_process
+from tests.support.waits import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")]
 
@@ -33,196 +33,14 @@ ORPHAN_WITHIN = 10.0  # after a SIGKILL of `pulse up`, PDEATHSIG must clear its 
 START_WITHIN = 90.0  # broker + worker start; generous for a loaded 2-CPU machine
 
 
-# --- the process tree, from /proc -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Proc:
-    """A process identified by PID and start time (clock ticks since boot), so PID reuse is harmless."""
-
-    pid: int
-    start: int
-    argv: tuple[str, ...]
-
-    def alive(self) -> bool:
-        """Whether any thread of it still runs: a killed thread-group leader shows "Z" while the other
-        threads are still exiting and holding its file descriptors (its listening sockets)."""
-        stat = _stat(self.pid)
-        if stat is None or stat[2] != self.start:
-            return False
-        try:
-            threads = os.listdir(f"/proc/{self.pid}/task")
-        except OSError:
-            return False
-        return any(
-            (task := _stat(self.pid, int(tid))) is not None and task[1] not in ("Z", "X") for tid in threads
-        )
-
-    def kill(self) -> None:
-        if self.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
-
-    def __str__(self) -> str:
-        return f"{self.pid} {' '.join(self.argv)[:120]}"
-
-
-def _stat(pid: int, tid: int | None = None) -> tuple[int, str, int] | None:
-    """(ppid, state, starttime) of a process (or of one of its threads), or None when it is gone."""
-    try:
-        data = Path(f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat").read_text()
-    except OSError:
-        return None
-    fields = data.rsplit(")", 1)[1].split()  # after "pid (comm)": state ppid ... starttime is field 22
-    return int(fields[1]), fields[0], int(fields[19])
-
-
-def _argv(pid: int) -> tuple[str, ...]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return ()
-    return tuple(part.decode(errors="replace") for part in raw.split(b"\0") if part)
-
-
-def descendants(root: int) -> set[Proc]:
-    """Every live descendant of `root`, found by following PPid links through /proc."""
-    children: dict[int, list[tuple[int, int]]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            stat = _stat(int(entry))
-            if stat is not None and stat[1] not in ("Z", "X"):
-                children.setdefault(stat[0], []).append((int(entry), stat[2]))
-    found: set[Proc] = set()
-    todo = [root]
-    while todo:
-        for pid, start in children.get(todo.pop(), []):
-            found.add(Proc(pid, start, _argv(pid)))
-            todo.append(pid)
-    return found
-
-
-# --- a CLI command under test ---------------------------------------------------------------------
-
-
-def _like_a_terminal() -> None:  # runs in the child between fork and exec
-    """Default SIGINT, as in an interactive shell.
-
-    A shell without job control starts background commands with SIGINT ignored, and an ignored signal
-    stays ignored across exec: pytest run that way would hand it to `pulse`, which then (like any
-    well-behaved program) keeps ignoring Ctrl-C.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-@dataclass
-class Run:
-    """One `pulse ...` process in its own session, with the descendants seen while it ran."""
-
-    argv: list[str]
-    tmp: Path
-    env: dict[str, str]
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-    seen: set[Proc] = field(default_factory=set)
-
-    def start(self) -> Run:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                self.argv,
-                cwd=self.tmp,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: the `finally` can kill the whole tree
-                preexec_fn=_like_a_terminal,
-            )
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def track(self) -> set[Proc]:
-        """Record the current descendants (call it while the command runs); return them."""
-        now = descendants(self.pid)
-        self.seen |= now
-        return now
-
-    def child(self, match: Callable[[tuple[str, ...]], bool]) -> Proc:
-        found = [p for p in self.track() if match(p.argv)]
-        assert len(found) == 1, f"expected one matching child, found {found}:\n{self.tail()}"
-        return found[0]
-
-    def signal(self, signum: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signum)
-
-    def wait(self, timeout: float) -> int:
-        assert self.proc is not None
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(
-                f"{' '.join(self.argv[1:])} still running {timeout:g}s later; tree: "
-                f"{sorted(map(str, self.survivors()))}\n{self.tail()}"
-            ) from None
-
-    def survivors(self) -> set[Proc]:
-        return {p for p in self.seen if p.alive()}
-
-    def wait_no_survivors(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while self.survivors() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        left = self.survivors()
-        assert not left, f"orphans left after {timeout:g}s: {sorted(map(str, left))}\n{self.tail()}"
-
-    def wait_for(self, text: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.log_path.read_text(errors="replace"):
-                return
-            assert self.running(), f"exited with {self.proc and self.proc.returncode}:\n{self.tail()}"
-            time.sleep(0.1)
-        raise AssertionError(f"{text!r} not printed within {timeout:g}s:\n{self.tail()}")
-
-    def tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def cleanup(self) -> None:
-        """Kill everything this run started, whatever state the test left it in."""
-        if self.proc is None:
-            return
-        if self.running():
-            self.track()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
-        for proc in self.seen:
-            proc.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(10)
-
-
 @pytest.fixture
-def pulse(tmp_path: Path) -> Iterator[Callable[..., Run]]:
-    """Start `pulse ARGS...`; every run is torn down after the test."""
+def pulse(tmp_path: Path) -> Iterator[Callable[..., Process]]:
+    """Start `pulse ARGS...` in a session of its own; every run is torn down after the test."""
     need_broker()
-    runs: list[Run] = []
+    runs: list[Process] = []
 
-    def start(*args: str, web_port: int | None = None) -> Run:
-        port = web_port or free_port(HOST)
-        env = pulse_env(tmp_path, port, PULSE_LOG_LEVEL="info")
-        run = Run(pulse_argv(*args), tmp_path, env, tmp_path / f"run{len(runs)}.log")
+    def start(*args: str, web_port: int = 0) -> Process:
+        run = pulse_process(tmp_path, *args, port=web_port, log=f"run{len(runs)}.log", PULSE_LOG_LEVEL="info")
         runs.append(run)
         return run.start()
 
@@ -242,17 +60,6 @@ def accepts(port: int) -> bool:
 # --- pulse broker ---------------------------------------------------------------------------------
 
 
-async def _list_topics(port: int) -> set[str]:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=f"{HOST}:{port}", request_timeout_ms=5000)
-    await asyncio.wait_for(admin.start(), 15)
-    try:
-        return set(await asyncio.wait_for(admin.list_topics(), 15))
-    finally:
-        await admin.close()
-
-
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize(
     ("signum", "group"),
@@ -260,7 +67,7 @@ async def _list_topics(port: int) -> set[str]:
     ids=["SIGINT", "ctrl-c-to-process-group", "SIGTERM"],
 )
 def test_broker_serves_kafka_and_exits_cleanly_on_signal(
-    pulse: Callable[..., Run], signum: signal.Signals, group: bool
+    pulse: Callable[..., Process], signum: signal.Signals, group: bool
 ) -> None:
     port = free_port(HOST)
     run = pulse("broker", "--port", str(port))
@@ -269,8 +76,8 @@ def test_broker_serves_kafka_and_exits_cleanly_on_signal(
     tansu = run.child(lambda argv: "tansu" in Path(argv[0]).name if argv else False)
     assert f"tcp://{HOST}:{port}" in tansu.argv, tansu
 
-    topics = asyncio.run(_list_topics(port))  # a real Kafka answer, not just an open socket
-    assert isinstance(topics, set)
+    topics = asyncio.run(topic_partitions(f"{HOST}:{port}"))  # a real Kafka answer, not just an open socket
+    assert isinstance(topics, dict)
 
     run.track()
     started = time.monotonic()
@@ -301,52 +108,46 @@ def _is_broker(argv: tuple[str, ...]) -> bool:
     return bool(argv) and "tansu" in Path(argv[0]).name
 
 
-def start_up(pulse: Callable[..., Run], demo: bool = True) -> tuple[Run, int]:
+def start_up(pulse: Callable[..., Process], demo: bool = True) -> tuple[Process, int]:
     """`pulse up [--demo]` on a free web port, once its worker is healthy and all children run."""
-    port = free_port(HOST)
-    run = pulse("up", "--demo", web_port=port) if demo else pulse("up", web_port=port)
+    run = pulse("up", "--demo") if demo else pulse("up")
     run.wait_for("Ctrl-C stops everything.", START_WITHIN)
-    wait_healthy(port, run.running, run.tail, START_WITHIN)
+    run.wait_healthy(START_WITHIN)
     tree = run.track()
     expected = [_is_broker, _is_worker] + ([_is_simulator] if demo else [])
     for match in expected:
         assert any(match(p.argv) for p in tree), f"missing child ({match.__name__}): {sorted(map(str, tree))}"
-    return run, port
+    return run, run.port
 
 
 def _totals(port: int) -> dict[str, float]:
-    text = httpx.get(f"http://{HOST}:{port}/metrics", timeout=5).text
-    totals = {"http_requests_total": 0.0, "orders_total": 0.0}
-    for (name, _labels), value in parse_metrics(text).items():
-        if name in totals:
-            totals[name] += value
-    return totals
+    samples = parse_metrics(httpx.get(f"http://{HOST}:{port}/metrics", timeout=5).text)
+    return {name: sum(by_label(samples, name).values()) for name in ("http_requests_total", "orders_total")}
 
 
 @pytest.mark.timeout(150)
-def test_up_demo_serves_live_metrics(pulse: Callable[..., Run]) -> None:
+def test_up_demo_serves_live_metrics(pulse: Callable[..., Process]) -> None:
     started = time.monotonic()
     run, port = start_up(pulse)
-
-    first: dict[str, float] = {}
-    while not (first and all(first.values())):
-        assert time.monotonic() - started < 60, f"no http_requests_total/orders_total in 60 s: {first}"
-        assert run.running(), run.tail()
-        time.sleep(0.5)
-        try:
-            first = _totals(port)
-        except httpx.HTTPError:
-            first = {}
-
-    time.sleep(3)
-    deadline = time.monotonic() + 20
-    while True:
-        later = _totals(port)
-        if all(later[name] > first[name] for name in first):
-            break
-        assert time.monotonic() < deadline, f"metrics not increasing: {first} then {later}"
-        time.sleep(1)
-    assert run.running(), run.tail()
+    first = wait_until(
+        lambda: _totals(port),
+        max(0.0, 60 - (time.monotonic() - started)),
+        "http_requests_total and orders_total within 60 s of the start",
+        until=lambda totals: all(totals.values()),
+        interval=0.5,
+        alive=run.alive,
+        context=run.tail,
+    )
+    wait_until(
+        lambda: _totals(port),
+        23,
+        f"the metrics to increase from {first}",
+        until=lambda later: all(later[name] > first[name] for name in first),
+        interval=1,
+        alive=run.alive,
+        context=run.tail,
+    )
+    assert run.alive(), run.tail()
 
 
 @pytest.mark.timeout(150)
@@ -356,7 +157,7 @@ def test_up_demo_serves_live_metrics(pulse: Callable[..., Run]) -> None:
     ids=["SIGINT", "ctrl-c-to-process-group", "SIGTERM"],
 )
 def test_up_stops_everything_on_signal(
-    pulse: Callable[..., Run], signum: signal.Signals, group: bool
+    pulse: Callable[..., Process], signum: signal.Signals, group: bool
 ) -> None:
     run, port = start_up(pulse)
     run.track()
@@ -377,13 +178,13 @@ def test_up_stops_everything_on_signal(
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_up_stops_everything_on_signal_during_startup(
-    pulse: Callable[..., Run], signum: signal.Signals
+    pulse: Callable[..., Process], signum: signal.Signals
 ) -> None:
-    port = free_port(HOST)
-    run = pulse("up", "--demo", web_port=port)
+    run = pulse("up", "--demo")
+    port = run.port
     run.wait_for("broker   kafka://", START_WITHIN)  # the broker runs; the worker is starting
     settle = time.monotonic() + 1.0
-    while time.monotonic() < settle:
+    while time.monotonic() < settle:  # a second into the worker's start, its tree tracked meanwhile
         run.track()
         time.sleep(0.05)
     assert any(_is_broker(p.argv) for p in run.track()), sorted(map(str, run.seen))
@@ -397,7 +198,7 @@ def test_up_stops_everything_on_signal_during_startup(
 
 @pytest.mark.timeout(150)
 @pytest.mark.parametrize("victim", ["worker", "broker"])
-def test_up_stops_the_rest_when_a_child_dies(pulse: Callable[..., Run], victim: str) -> None:
+def test_up_stops_the_rest_when_a_child_dies(pulse: Callable[..., Process], victim: str) -> None:
     run, port = start_up(pulse)
     match = {"worker": _is_worker, "broker": _is_broker}[victim]
     target = run.child(match)
@@ -415,7 +216,7 @@ def test_up_stops_the_rest_when_a_child_dies(pulse: Callable[..., Run], victim: 
 
 
 @pytest.mark.timeout(150)
-def test_sigkill_of_up_leaves_no_orphan(pulse: Callable[..., Run]) -> None:
+def test_sigkill_of_up_leaves_no_orphan(pulse: Callable[..., Process]) -> None:
     run, port = start_up(pulse)
     run.track()
     run.signal(signal.SIGKILL)
@@ -426,7 +227,7 @@ def test_sigkill_of_up_leaves_no_orphan(pulse: Callable[..., Run]) -> None:
 
 @pytest.mark.timeout(150)
 def test_sigkill_of_up_while_it_stops_after_a_broker_crash_leaves_no_orphan(
-    pulse: Callable[..., Run],
+    pulse: Callable[..., Process],
 ) -> None:
     """The worst case for PDEATHSIG: `pulse up` is killed while it waits for a worker that does not react
     to SIGTERM (as a worker whose shutdown keeps retrying a dead broker may). The worker is frozen with
@@ -435,8 +236,18 @@ def test_sigkill_of_up_while_it_stops_after_a_broker_crash_leaves_no_orphan(
     worker = run.child(_is_worker)
     os.kill(worker.pid, signal.SIGSTOP)
     os.kill(run.child(_is_broker).pid, signal.SIGKILL)
-    time.sleep(1.5)  # `pulse up` has noticed and sent SIGTERM to the frozen worker, and waits out its grace
-    assert run.running() and worker.alive(), f"`pulse up` did not wait for its worker\n{run.tail()}"
+    # `pulse up` noticed and sent SIGTERM to the frozen worker (pending while it is stopped); it now
+    # waits out the worker's grace
+    wait_until(
+        worker.pending,
+        STOP_WITHIN,
+        "SIGTERM pending on the frozen worker (its pending signals)",
+        until=lambda pending: signal.SIGTERM in pending,
+        interval=0.05,
+        alive=run.alive,
+        context=run.tail,
+    )
+    assert run.alive() and worker.alive(), f"`pulse up` did not wait for its worker\n{run.tail()}"
     run.track()
     run.signal(signal.SIGKILL)
     run.wait(5)

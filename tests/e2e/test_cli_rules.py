@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO
+from tests.support.procs import REPO
+from tests.support.procs import run_pulse as pulse
 
 pytestmark = pytest.mark.e2e
 
 EXAMPLES = REPO / "examples" / "rules"
-
-
-def pulse(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.tools.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=REPO,
-    )
 
 
 def test_check_accepts_the_shipped_rules() -> None:

@@ -8,17 +8,13 @@ packages `chromium` and `chromium-driver`; skipped without them, failed under PU
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import signal
 import socket
-import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,10 +22,9 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from pipeline.tools.procs import free_port
-from tests.conftest import need, need_binary
-from tests.e2e.launch import HOST, need_broker, pulse_argv, pulse_env, wait_healthy
-from tests.e2e.test_cli_processes import descendants
+from tests.support.needs import need, need_binary, need_broker
+from tests.support.procs import HOST, Process, descendants, pulse_process
+from tests.support.waits import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")]
 
@@ -55,67 +50,19 @@ rules:
 """
 
 
-@dataclass
-class PulseUp:
-    """A `pulse up --demo` process (own session) and the web port it serves."""
-
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    def tail(self, lines: int = 40) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-
-def _default_sigint() -> None:  # runs in the child between fork and exec
-    """Default SIGINT, as in a terminal: a background pytest may have it ignored, and exec keeps that."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 @pytest.fixture
-def pulse_up(tmp_path: Path) -> Iterator[PulseUp]:
+def pulse_up(tmp_path: Path) -> Iterator[Process]:
     """`pulse up --demo` (API token, always-firing rule) on a free port, healthy; its tree is killed after."""
     need_broker()
-    port = free_port(HOST)
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES, encoding="utf-8")
-    env = pulse_env(tmp_path, port, PULSE_API_TOKEN=TOKEN, PULSE_RULES=str(rules), PULSE_LOG_LEVEL="info")
-    log = tmp_path / "pulse-up.log"
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            pulse_argv("up", "--demo"),
-            cwd=tmp_path,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: teardown can kill the whole tree
-            preexec_fn=_default_sigint,
-        )
-    run = PulseUp(proc, port, log)
-    seen = descendants(proc.pid)
-
-    def alive() -> bool:
-        seen.update(descendants(proc.pid))  # its children, to kill them all at teardown
-        return proc.poll() is None
-
+    settings = {"PULSE_API_TOKEN": TOKEN, "PULSE_RULES": str(rules), "PULSE_LOG_LEVEL": "info"}
+    run = pulse_process(tmp_path, "up", "--demo", log="pulse-up.log", **settings).start()
     try:
-        wait_healthy(port, alive, run.tail, START_WITHIN)
+        run.wait_healthy(START_WITHIN)
         yield run
     finally:
-        if proc.poll() is None:
-            seen |= descendants(proc.pid)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        for child in seen:
-            child.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(10)
+        run.cleanup()
 
 
 @pytest.fixture
@@ -158,20 +105,28 @@ def browser(tmp_path: Path) -> Iterator[Any]:
         driver.quit()
 
 
-def wait_until(what: str, check: Callable[[], Any], timeout: float, pulse_up: PulseUp) -> Any:
-    """Poll `check` until it returns something truthy; fail with `what` (and the pulse log) otherwise."""
+def on_page(
+    what: str,
+    check: Callable[[], Any],
+    timeout: float,
+    pulse_up: Process,
+    until: Callable[[Any], object] = bool,
+) -> Any:
+    """Wait until `check` finds something truthy on the page; fail with `what` and the pulse log."""
     from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 
-    deadline = time.monotonic() + timeout
-    while True:
-        assert pulse_up.proc.poll() is None, f"`pulse up` died while waiting for {what}:\n{pulse_up.tail()}"
-        # A re-render between finding an element and reading it is not a failure: read again.
-        with contextlib.suppress(NoSuchElementException, StaleElementReferenceException):
-            found = check()
-            if found:
-                return found
-        assert time.monotonic() < deadline, f"not within {timeout:g}s: {what}\n{pulse_up.tail()}"
-        time.sleep(0.25)
+    # A re-render between finding an element and reading it is not a failure: read again.
+    stale = (NoSuchElementException, StaleElementReferenceException)
+    return wait_until(
+        check,
+        timeout,
+        what,
+        until=until,
+        interval=0.25,
+        ignore=stale,
+        alive=pulse_up.alive,
+        context=pulse_up.tail,
+    )
 
 
 def text_of(driver: Any, element_id: str) -> str:
@@ -180,13 +135,7 @@ def text_of(driver: Any, element_id: str) -> str:
     return str(driver.find_element(By.ID, element_id).text)
 
 
-def message_with(driver: Any, text: str) -> str | None:
-    """The form's message when it contains `text`."""
-    shown = text_of(driver, "silence-message")
-    return shown if text in shown else None
-
-
-def api_silence(pulse_up: PulseUp, silence_id: str) -> dict[str, Any]:
+def api_silence(pulse_up: Process, silence_id: str) -> dict[str, Any]:
     body = httpx.get(f"{pulse_up.url}/api/v1/silences", timeout=5).json()
     found = [s for s in body["data"]["silences"] if s["id"] == silence_id]
     assert len(found) == 1, body
@@ -199,7 +148,7 @@ def is_relative(url: str) -> bool:
 
 
 @pytest.mark.timeout(240)
-def test_live_page_updates_and_manages_silences(pulse_up: PulseUp, browser: Any, artifacts: Path) -> None:
+def test_live_page_updates_and_manages_silences(pulse_up: Process, browser: Any, artifacts: Path) -> None:
     from selenium.webdriver.common.by import By
 
     driver = browser
@@ -215,19 +164,24 @@ def test_live_page_updates_and_manages_silences(pulse_up: PulseUp, browser: Any,
     assert all(is_relative(ref) for ref in refs), refs
 
     # The figures fill in with numbers, then change as the simulator keeps publishing.
-    def numbers() -> dict[str, str] | None:
-        shown = {name: text_of(driver, name) for name in FIGURES}
-        return shown if all(re.search(r"\d", text) for text in shown.values()) else None
+    def figures() -> dict[str, str]:
+        return {name: text_of(driver, name) for name in FIGURES}
 
-    first = wait_until("numbers in every key figure", numbers, DATA_WITHIN, pulse_up)
-    time.sleep(4)  # two polls apart
+    def numbers(shown: dict[str, str]) -> bool:
+        return all(re.search(r"\d", text) for text in shown.values())
 
-    def both_changed() -> dict[str, str] | None:
-        shown = numbers()
-        moved = shown and all(shown[name] != first[name] for name in ("rps", "orders-per-hour"))
-        return shown if moved else None
+    first = on_page("numbers in every key figure (figures shown)", figures, DATA_WITHIN, pulse_up, numbers)
 
-    changed = wait_until("requests/s and orders per hour to change", both_changed, CHANGE_WITHIN, pulse_up)
+    def both_changed(shown: dict[str, str]) -> bool:
+        return numbers(shown) and all(shown[name] != first[name] for name in ("rps", "orders-per-hour"))
+
+    changed = on_page(
+        f"requests/s and orders per hour to change from {first}",
+        figures,
+        CHANGE_WITHIN,
+        pulse_up,
+        both_changed,
+    )
     assert changed["rps"] != first["rps"] and changed["orders-per-hour"] != first["orders-per-hour"]
     assert driver.find_elements(By.CSS_SELECTOR, "#health li.service.healthy"), "no healthy service dot"
     assert driver.find_elements(By.CSS_SELECTOR, "#chart polyline.line-rps"), "no requests/s line"
@@ -238,7 +192,7 @@ def test_live_page_updates_and_manages_silences(pulse_up: PulseUp, browser: Any,
         found = driver.find_elements(By.CSS_SELECTOR, '#alerts section[data-severity="high"] li.alert')
         return str(found[0].text) if found else None
 
-    shown_alert = wait_until("the e2e alert under severity high", high_alert, 90, pulse_up)
+    shown_alert = on_page("the e2e alert under severity high", high_alert, 90, pulse_up)
     alerts = httpx.get(f"{pulse_up.url}/api/v1/alerts", timeout=5).json()["data"]["alerts"]
     fired = [a for a in alerts if a["rule"] == "e2e_traffic_present"]
     assert fired and fired[0]["severity"] == "high", alerts
@@ -262,7 +216,11 @@ def test_live_page_updates_and_manages_silences(pulse_up: PulseUp, browser: Any,
     driver.find_element(By.ID, "silence-author").send_keys("e2e")
     driver.find_element(By.ID, "silence-comment").send_keys(comment)
     driver.find_element(By.ID, "silence-submit").click()
-    refused = wait_until("the 401 shown", lambda: message_with(driver, "401"), 15, pulse_up)
+
+    def message() -> str:
+        return text_of(driver, "silence-message")
+
+    refused = on_page("the 401 shown (the form's message)", message, 15, pulse_up, lambda text: "401" in text)
     assert "bearer token" in refused
 
     # The right token: the silence is created, listed as active on the page and by the API.
@@ -270,19 +228,20 @@ def test_live_page_updates_and_manages_silences(pulse_up: PulseUp, browser: Any,
     token.send_keys(TOKEN)
     assert driver.execute_script("return sessionStorage.getItem('pulse.apiToken')") == TOKEN
     driver.find_element(By.ID, "silence-submit").click()
-    created = wait_until(
-        "the silence created",
-        lambda: re.search(r"Created silence (\w+)", text_of(driver, "silence-message")),
+    created = on_page(
+        "the silence created (the form's message)",
+        message,
         15,
         pulse_up,
+        lambda text: re.search(r"Created silence (\w+)", text),
     )
-    silence_id = created.group(1)
+    silence_id = re.findall(r"Created silence (\w+)", created)[0]
     row_css = f'#silences tr[data-id="{silence_id}"]'
 
     def row_status() -> str:
         return str(driver.find_element(By.CSS_SELECTOR, f"{row_css} .silence-status").text)
 
-    wait_until("the silence listed as active", lambda: row_status() == "active", 30, pulse_up)
+    on_page("the silence listed as active (its status)", row_status, 30, pulse_up, until="active".__eq__)
     row = driver.find_element(By.CSS_SELECTOR, row_css)
     assert row.find_element(By.CSS_SELECTOR, ".comment").text == comment
     assert row.find_element(By.CSS_SELECTOR, ".matchers").text == "alertname=high_error_rate"
@@ -298,8 +257,8 @@ def test_live_page_updates_and_manages_silences(pulse_up: PulseUp, browser: Any,
         driver.find_element(By.CSS_SELECTOR, f"{row_css} button.expire").click()
         return True
 
-    wait_until("the expire button clicked", click_expire, 15, pulse_up)
-    wait_until("the silence listed as expired", lambda: row_status() == "expired", 30, pulse_up)
+    on_page("the expire button clicked", click_expire, 15, pulse_up)
+    on_page("the silence listed as expired (its status)", row_status, 30, pulse_up, until="expired".__eq__)
     assert "Expired silence" in text_of(driver, "silence-message")
     expired = api_silence(pulse_up, silence_id)
     assert expired["status"] == "expired"
@@ -321,19 +280,17 @@ def test_live_page_updates_and_manages_silences(pulse_up: PulseUp, browser: Any,
     assert all("401" in message for message in errors), errors
 
     # Ctrl-C stops `pulse up` and everything it started.
-    tree = descendants(pulse_up.proc.pid)
+    tree = descendants(pulse_up.pid)
     assert tree, "pulse up runs its broker, worker and simulator as children"
-    pulse_up.proc.send_signal(signal.SIGINT)
-    try:
-        code = pulse_up.proc.wait(STOP_WITHIN)
-    except subprocess.TimeoutExpired:
-        raise AssertionError(
-            f"`pulse up` still running {STOP_WITHIN:g}s after SIGINT:\n{pulse_up.tail()}"
-        ) from None
+    pulse_up.signal(signal.SIGINT)
+    code = pulse_up.wait(STOP_WITHIN)
     assert code == 0, f"`pulse up` exited with {code}:\n{pulse_up.tail()}"
-    deadline = time.monotonic() + STOP_WITHIN
-    while (left := [p for p in tree if p.alive()]) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not left, f"still running after SIGINT: {sorted(map(str, left))}"
+    wait_until(
+        lambda: sorted(str(p) for p in tree if p.alive()),
+        STOP_WITHIN,
+        "every child of `pulse up` to exit after SIGINT (still running)",
+        until=lambda left: not left,
+        interval=0.1,
+    )
     with pytest.raises(OSError):
         socket.create_connection((HOST, pulse_up.port), timeout=1).close()

@@ -7,17 +7,12 @@ under PULSE_REQUIRE_E2E=1.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import os
 import re
-import signal
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -28,13 +23,14 @@ import pytest
 import yaml
 
 from pipeline.tools.procs import free_port
-from tests.conftest import need_binary
-from tests.e2e.launch import HOST, need_broker, pulse_argv, pulse_env, wait_healthy
+from tests.support.kafka import publish
+from tests.support.needs import need_binary, need_broker
+from tests.support.procs import HOST, REPO, Process, pulse_process
+from tests.support.waits import wait_until
 from tests.unit.test_deploy_files import PENDING, exported_metrics, metric_names
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
 RULE_FILES = sorted((PROMETHEUS_DIR / "rules").glob("*.yml"))
 DASHBOARDS = sorted((REPO / "deploy" / "grafana" / "dashboards").glob("*.json"))
@@ -117,53 +113,17 @@ def webhook() -> Iterator[str]:
     server.server_close()
 
 
-@dataclass
-class Proc:
-    """A started process with its log; stopped (whole process group) at teardown."""
-
-    name: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def tail(self, lines: int = 30) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return f"--- {self.name} ---\n" + "\n".join(text.splitlines()[-lines:])
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(15)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)  # whatever of its tree is left
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(5)
-
-
 @pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
+def procs() -> Iterator[list[Process]]:
+    """Processes started in sessions of their own; each stopped, with what is left of its tree, after."""
+    started: list[Process] = []
     yield started
     for proc in reversed(started):
-        proc.stop()
+        proc.stop(15)
 
 
-def start(
-    procs: list[Proc], name: str, argv: list[str], log: Path, env: dict[str, str] | None = None
-) -> Proc:
-    with open(log, "ab") as out:
-        popen = subprocess.Popen(
-            argv,
-            env=env,
-            cwd=log.parent,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    proc = Proc(name, popen, log)
-    procs.append(proc)
-    return proc
+def tails(*started: Process) -> str:
+    return "\n".join(f"--- {p.name} ---\n{p.tail(30)}" for p in started)
 
 
 E2E_RULES = """
@@ -181,7 +141,7 @@ rules:
 """
 
 
-def start_pulse(procs: list[Proc], tmp: Path, webhook: str) -> tuple[Proc, int, str]:
+def start_pulse(procs: list[Process], tmp: Path, webhook: str) -> tuple[Process, int, str]:
     """`pulse up --demo` with a probe, an always-firing rule and a webhook; return (proc, port, broker)."""
     need_broker()
     port = free_port(HOST)
@@ -198,46 +158,40 @@ def start_pulse(procs: list[Proc], tmp: Path, webhook: str) -> tuple[Proc, int, 
     }
     (tmp / "pulse.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     (tmp / "rules.yaml").write_text(E2E_RULES, encoding="utf-8")
-    env = pulse_env(
+    pulse = pulse_process(
         tmp,
-        port,
+        "up",
+        "--demo",
+        port=port,
         PULSE_CONFIG=str(tmp / "pulse.yaml"),
         PULSE_RULES=str(tmp / "rules.yaml"),
         PULSE_RULES_INTERVAL="1s",
         PULSE_WEBHOOK_URL=webhook,
     )
-    pulse = start(procs, "pulse up --demo", pulse_argv("up", "--demo"), tmp / "pulse.log", env)
-    wait_healthy(port, lambda: pulse.proc.poll() is None, pulse.tail, 90)
-    found = re.search(r"broker\s+kafka://(\S+)", pulse.log.read_text(errors="replace"))
+    procs.append(pulse.start())
+    pulse.wait_healthy(90)
+    found = re.search(r"broker\s+kafka://(\S+)", pulse.log_text())
     assert found, pulse.tail()
     return pulse, port, found.group(1)
 
 
-async def _publish_odd_events(bootstrap: str) -> None:
+def _publish_odd_events(bootstrap: str) -> None:
     """One message that is not JSON (dead letter) and one order two hours old (late event)."""
-    from aiokafka import AIOKafkaProducer
-
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    try:
-        late = {
-            "order_id": "e2e-late",
-            "status": "created",
-            "amount": 1000,
-            "currency": "KRW",
-            "user_id": "u-e2e",
-            "user_role": "customer",
-            "payment_method": "card",
-            "item_count": 1,
-            "ts": int(time.time() * 1000) - 2 * 3600 * 1000,
-        }
-        await producer.send_and_wait("o4o.events.orders", b"{not json")
-        await producer.send_and_wait("o4o.events.orders", orjson.dumps(late))
-    finally:
-        await producer.stop()
+    late = {
+        "order_id": "e2e-late",
+        "status": "created",
+        "amount": 1000,
+        "currency": "KRW",
+        "user_id": "u-e2e",
+        "user_role": "customer",
+        "payment_method": "card",
+        "item_count": 1,
+        "ts": int(time.time() * 1000) - 2 * 3600 * 1000,
+    }
+    publish(bootstrap, [("o4o.events.orders", b"{not json"), ("o4o.events.orders", orjson.dumps(late))])
 
 
-def start_prometheus(procs: list[Proc], tmp: Path, target_port: int) -> tuple[Proc, str]:
+def start_prometheus(procs: list[Process], tmp: Path, target_port: int) -> tuple[Process, str]:
     """The real prometheus, scraping the worker every second and evaluating deploy/prometheus/rules."""
     binary = need_binary("prometheus", "prometheus")
     deployed = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text(encoding="utf-8"))
@@ -258,18 +212,10 @@ def start_prometheus(procs: list[Proc], tmp: Path, target_port: int) -> tuple[Pr
         f"--web.listen-address={HOST}:{port}",
         "--log.level=warn",
     ]
-    prometheus = start(procs, "prometheus", argv, tmp / "prometheus.log")
-    url = f"http://{HOST}:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        assert prometheus.proc.poll() is None, prometheus.tail()
-        try:
-            if httpx.get(f"{url}/-/ready", timeout=2).status_code == 200:
-                return prometheus, url
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, prometheus.tail()
-        time.sleep(0.2)
+    prometheus = Process(argv, tmp / "prometheus.log", cwd=tmp, session=True, port=port)
+    procs.append(prometheus.start())
+    prometheus.wait_ready(30)
+    return prometheus, prometheus.url
 
 
 def dashboard_queries() -> list[tuple[str, str, str, set[str]]]:
@@ -298,7 +244,7 @@ def query(url: str, expr: str) -> list[Any]:
 
 @pytest.mark.timeout(240)
 def test_every_dashboard_query_and_recording_rule_returns_data(
-    tmp_path: Path, procs: list[Proc], webhook: str
+    tmp_path: Path, procs: list[Process], webhook: str
 ) -> None:
     need_binary("prometheus", "prometheus")
     catalogue = exported_metrics()
@@ -316,23 +262,25 @@ def test_every_dashboard_query_and_recording_rule_returns_data(
         queries[record] = f"recording rule {record}"
 
     pulse, port, bootstrap = start_pulse(procs, tmp_path, webhook)
-    asyncio.run(_publish_odd_events(bootstrap))
+    _publish_odd_events(bootstrap)
     prometheus, url = start_prometheus(procs, tmp_path, port)
 
     missing = dict(queries)
-    deadline = time.monotonic() + DATA_WITHIN
-    while missing and time.monotonic() < deadline:
-        assert pulse.proc.poll() is None, pulse.tail()
-        assert prometheus.proc.poll() is None, prometheus.tail()
+
+    def returning_nothing() -> list[str]:
         for expr in list(missing):
             if query(url, expr):
                 del missing[expr]
-        if missing:
-            time.sleep(2)
-    assert not missing, (
-        f"{len(missing)} of {len(queries)} queries returned nothing within {DATA_WITHIN:g}s:\n"
-        + "\n".join(f"  {where}: {expr}" for expr, where in missing.items())
-        + f"\n{pulse.tail()}\n{prometheus.tail()}"
+        return [f"{where}: {expr}" for expr, where in missing.items()]
+
+    wait_until(
+        returning_nothing,
+        DATA_WITHIN,
+        f"each of the {len(queries)} queries to return data (the queries returning nothing)",
+        until=lambda left: not left,
+        interval=2,
+        alive=lambda: pulse.alive() and prometheus.alive(),
+        context=lambda: tails(pulse, prometheus),
     )
 
     # Every rule, recording and alerting, evaluates without error against the real series.

@@ -1,11 +1,11 @@
-"""Support of the chaos test: paced traffic with known events, a disruption plan, end offsets read from
-the broker, the proof of quiescence, and comparisons with ground truth that list every difference."""
+"""Support of the chaos test: paced traffic with known events, a disruption plan, and comparisons with
+ground truth that list every difference. (Reading topics to their end offsets and the proof of
+quiescence are tests.support.kafka and tests.support.quiet.)"""
 
 from __future__ import annotations
 
 import asyncio
 import random
-import signal
 import threading
 import time
 from collections import Counter, defaultdict
@@ -17,8 +17,9 @@ import httpx
 import orjson
 
 from schemas.events import TOPIC_OF_TYPE
-from tests.helpers import Worker, parse_metrics
-from tests.integration.groundtruth import exact_quantile, make_events, truth, window_truth
+from tests.support.cluster import Worker
+from tests.support.groundtruth import exact_quantile, make_events, truth, window_truth
+from tests.support.metrics import by_label, parse_metrics
 
 TICK_S = 0.1
 """The publisher sends one tick of traffic every TICK_S."""
@@ -26,7 +27,6 @@ PANE_MS = 10_000
 COUNTED = ("request", "order", "error")
 
 Events = list[tuple[str, dict[str, Any]]]
-TP = tuple[str, int]
 
 
 # -- traffic ----------------------------------------------------------------------------------------
@@ -184,66 +184,7 @@ def _settled(futures: list[asyncio.Future[Any]]) -> list[asyncio.Future[Any]]:
     return [f for f in futures if not f.done()]
 
 
-# -- reading topics to their end offsets ------------------------------------------------------------
-
-
-def read_to_end(
-    bootstrap: str, topics: list[str], partitions: int, from_start: bool = True, timeout: float = 60
-) -> tuple[dict[TP, int], list[Any]]:
-    """Read `topics` up to their end offsets; return (end offset per partition, records read).
-
-    The end offsets are the high-water marks of fetch responses (Tansu's ListOffsets under-reports
-    them), from a consumer created now: every fetch it makes is sent after this call began, so the
-    ends it reports include everything acknowledged before the call. `from_start=False` reads only the
-    tail (for the end offsets alone).
-    """
-    return asyncio.run(_read_to_end(bootstrap, topics, partitions, from_start, timeout))
-
-
-async def _read_to_end(
-    bootstrap: str, topics: list[str], partitions: int, from_start: bool, within: float
-) -> tuple[dict[TP, int], list[Any]]:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=50,
-        max_partition_fetch_bytes=8 << 20,
-        fetch_max_bytes=64 << 20,
-    )
-    await consumer.start()
-    records: list[Any] = []
-    try:
-        tps = [TopicPartition(t, p) for t in topics for p in range(partitions)]
-        consumer.assign(tps)
-        if from_start:
-            await consumer.seek_to_beginning(*tps)
-        else:
-            await consumer.seek_to_end(*tps)
-        deadline = time.monotonic() + within
-        while True:
-            batch = await consumer.getmany(timeout_ms=200)
-            for messages in batch.values():
-                records.extend(messages)
-            behind = {}
-            for tp in tps:
-                high = consumer.highwater(tp)
-                position = await consumer.position(tp)
-                if high is None or position < high:
-                    behind[f"{tp.topic}:{tp.partition}"] = (position, high)
-            if not behind:
-                ends = {(tp.topic, tp.partition): int(consumer.highwater(tp) or 0) for tp in tps}
-                return ends, records
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"could not read {topics} to their end offsets within {within}s; "
-                    f"(position, high-water mark) of the partitions behind: {behind}"
-                )
-    finally:
-        await consumer.stop()
+# -- the input topics, read back ---------------------------------------------------------------------
 
 
 def decode_events(records: list[Any], kind_of: dict[str, str]) -> Events:
@@ -275,13 +216,6 @@ class Member:
     """pulse_cells_overlapped_total at its last scrape."""
     scraped_at: float | None = None
 
-    @property
-    def pid(self) -> int | None:
-        return self.worker.proc.pid if self.worker.proc is not None else None
-
-    def running(self) -> bool:
-        return self.worker.proc is not None and self.worker.proc.poll() is None
-
     def scrape(self, at: float, timeout: float = 3.0) -> None:
         """Remember its overlap counter (a killed worker's last scrape is all there will be)."""
         try:
@@ -296,28 +230,19 @@ class Member:
         self.scrape(at)
         self.worker.kill()
         self.state, self.ended_at = "killed", at
-        self.exit_code = self.worker.proc.returncode if self.worker.proc is not None else None
+        self.exit_code = self.worker.returncode
 
     def terminate(self, at: float) -> None:
         """SIGTERM, not waited for: the worker drains and leaves the group while traffic goes on."""
         self.scrape(at)
-        if self.worker.proc is not None and self.worker.proc.poll() is None:
-            self.worker.proc.send_signal(signal.SIGTERM)
+        self.worker.terminate()
         self.state, self.ended_at = "stopped", at
-
-    def log_text(self) -> str:
-        try:
-            return self.worker.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def count(self, needle: str) -> int:
-        return self.log_text().count(needle)
 
     def describe(self) -> str:
         ended = f", {self.state} at {self.ended_at:.1f}s" if self.ended_at is not None else ""
         code = f", exit {self.exit_code}" if self.exit_code is not None else ""
-        where = f"pid {self.pid}, port {self.worker.port}"
+        pid = self.worker.proc.pid if self.worker.proc is not None else None
+        where = f"pid {pid}, port {self.worker.port}"
         return f"{self.name} ({where}, joined {self.joined_at:.1f}s{ended}{code})"
 
 
@@ -370,124 +295,6 @@ def plan_disruptions(
     return out
 
 
-# -- quiescence -------------------------------------------------------------------------------------
-
-
-def detailed(member: Member) -> dict[str, Any]:
-    data: dict[str, Any] = httpx.get(f"{member.worker.url}/health/detailed", timeout=5).json()
-    for path in (("kafka", "positions"), ("kafka", "consumerLag"), ("kafka", "partitions"), ("state",)):
-        node: Any = data
-        for part in path:
-            if not isinstance(node, dict) or part not in node:
-                raise AssertionError(f"GET /health/detailed of {member.name} has no {'.'.join(path)}")
-            node = node[part]
-    return data
-
-
-def _reading(details: dict[str, dict[str, Any]]) -> dict[TP, tuple[str, int]]:
-    """(topic, partition) -> (worker, next offset it reads), over every worker's positions."""
-    out: dict[TP, tuple[str, int]] = {}
-    for name, detail in details.items():
-        for topic, positions in detail["kafka"]["positions"].items():
-            for partition, position in positions.items():
-                out[(topic, int(partition))] = (name, int(position))
-    return out
-
-
-def _ownership(details: dict[str, dict[str, Any]]) -> dict[str, list[int]]:
-    return {name: sorted(d["kafka"]["partitions"]) for name, d in details.items()}
-
-
-def _problems(details: dict[str, dict[str, Any]], ends: dict[TP, int], partitions: int) -> list[str]:
-    """What keeps the live workers from having read `ends` with nothing in flight (empty: nothing)."""
-    out: list[str] = []
-    owned: dict[int, str] = {}
-    for name, detail in details.items():
-        if not detail["state"].get("ready"):
-            out.append(f"{name} not ready")
-        for p in detail["kafka"]["partitions"]:
-            if p in owned:
-                out.append(f"partition {p} owned by {owned[p]} and {name}")
-            owned[p] = name
-        read = {int(p) for positions in detail["kafka"]["positions"].values() for p in positions}
-        if read != set(detail["kafka"]["partitions"]):
-            out.append(f"{name} reads partitions {sorted(read)} but owns {detail['kafka']['partitions']}")
-        pending = detail["state"].get("stage1Pending")
-        if pending:
-            out.append(f"{name} stage1Pending={pending}")
-        lag = {t: n for t, n in detail["kafka"]["consumerLag"].items() if n}
-        if lag:
-            out.append(f"{name} consumerLag={lag}")
-    missing = sorted(set(range(partitions)) - set(owned))
-    if missing:
-        out.append(f"partitions {missing} owned by no live worker")
-    reading = _reading(details)
-    behind = {
-        f"{t}:{p}": (reading.get((t, p), ("nobody", -1)), end)
-        for (t, p), end in sorted(ends.items())
-        if reading.get((t, p), ("", -1))[1] < end
-    }
-    if behind:
-        out.append(f"behind ((worker, next offset), end offset): {behind}")
-    return out
-
-
-def wait_quiet(
-    live: list[Member],
-    bootstrap: str,
-    input_ends: dict[TP, int],
-    partials: str,
-    partitions: int,
-    timeout: float,
-) -> dict[str, Any]:
-    """Return once the live workers provably hold every figure that will ever arrive.
-
-    Call it after the publisher's every send was acknowledged, so `input_ends` are final, and after
-    every stopped worker exited and every killed one was reaped (no other process can write).
-
-    1. Every input partition is read up to its end offset by the one live worker that owns it, and
-       every worker reports `stage1Pending` 0: each event it read was flushed and its partials were
-       acknowledged by the broker. No partial can come from anywhere else, except a replay after
-       an assignment (checked in 3).
-    2. Only then are the partials topic's end offsets read (a consumer created after 1): they
-       include every partial that exists. Every partials partition must be read to that end by
-       its owner. Stage 2 applies a record in memory in the same step that advances the position
-       (no await between), so the series served now are final.
-    3. No assignment happened between 1 and 2: every worker was ready at both observations, with
-       the same partitions, and no worker logged a new "assigned partitions" line.
-
-    Consumer lag (from the worker's own view of the high-water marks) must be 0 as well; it is the
-    weaker check, since a worker's high-water mark is only as fresh as its last fetch.
-    Stage-2 cell writes (every second) only make the cells durable; they do not change what is served.
-    """
-    deadline = time.monotonic() + timeout
-    last: Any = "nothing observed yet"
-    while time.monotonic() < deadline:
-        try:
-            assigned = {m.name: m.count("assigned partitions") for m in live}
-            first = {m.name: detailed(m) for m in live}
-            problems = _problems(first, input_ends, partitions)
-            if problems:
-                last = problems
-                time.sleep(0.25)
-                continue
-            partial_ends, _ = read_to_end(bootstrap, [partials], partitions, from_start=False, timeout=20)
-            second = {m.name: detailed(m) for m in live}
-            problems = _problems(second, {**input_ends, **partial_ends}, partitions)
-            if _ownership(second) != _ownership(first):
-                problems.append(f"ownership changed: {_ownership(first)} -> {_ownership(second)}")
-            again = {m.name: m.count("assigned partitions") for m in live}
-            if again != assigned:
-                problems.append(f"assignments during the check: {assigned} -> {again}")
-            if not problems:
-                return {"partials": partial_ends, "ownership": _ownership(second)}
-            last = problems
-        except (httpx.HTTPError, OSError, ValueError) as exc:
-            last = repr(exc)
-        time.sleep(0.25)
-    raise AssertionError(f"not quiet within {timeout}s; last seen: {last}")
-
-
 # -- comparisons with ground truth ------------------------------------------------------------------
 
 
@@ -518,9 +325,7 @@ def merged_series(live: list[Member], at_ms: int, diffs: Diffs) -> dict[str, dic
     merged: dict[str, dict[str, Any]] = {}
     owner: dict[str, str] = {}
     for member in live:
-        params = {"at": str(at_ms)}
-        reply = httpx.get(f"{member.worker.url}/api/v1/series", params=params, timeout=30).json()
-        for item in reply["series"]:
+        for item in member.worker.series(at_ms)["series"]:
             key = item["key"]
             if key in merged:
                 diffs.add("owned", f"series {key} served by {owner[key]} and {member.name}")
@@ -532,8 +337,7 @@ def count_events(live: list[Member]) -> int:
     """Requests, orders and errors counted in all-time totals over the live workers."""
     total = 0
     for member in live:
-        reply = httpx.get(f"{member.worker.url}/api/v1/series", timeout=30).json()
-        for item in reply["series"]:
+        for item in member.worker.series()["series"]:
             if item["kind"] in ("http", "orders", "errors"):
                 total += item["total"]["count"]
     return total
@@ -639,7 +443,7 @@ def check_metrics(live: list[Member], events: Events, diffs: Diffs) -> dict[str,
     seen: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
     summed: dict[tuple[str, tuple[tuple[str, str], ...]], float] = defaultdict(float)
     for member in live:
-        samples = parse_metrics(httpx.get(f"{member.worker.url}/metrics", timeout=30).text)
+        samples = member.worker.metrics()
         member.overlapped = samples.get(("pulse_cells_overlapped_total", ()), member.overlapped)
         for key, value in samples.items():
             if key[0].startswith(SERIES_METRICS):
@@ -649,18 +453,11 @@ def check_metrics(live: list[Member], events: Events, diffs: Diffs) -> dict[str,
             summed[key] += value
     want = truth(events)
     got_http = {
-        (d["method"], d["route"], d["status_code"]): int(v)
-        for (name, labels), v in summed.items()
-        if name == "http_requests_total"
-        for d in [dict(labels)]
+        k: int(v)
+        for k, v in by_label(summed, "http_requests_total", "method", "route", "status_code").items()
     }
     diffs.compare("http_requests_total", got_http, dict(want.http))
-    got_orders = {
-        (d["status"], d["user_role"]): int(v)
-        for (name, labels), v in summed.items()
-        if name == "orders_total"
-        for d in [dict(labels)]
-    }
+    got_orders = {k: int(v) for k, v in by_label(summed, "orders_total", "status", "user_role").items()}
     diffs.compare("orders_total", got_orders, dict(want.orders))
     own = ("pulse_replays_total", "pulse_cells_skipped_total", "pulse_cells_overlapped_total")
     return {name: sum(v for (n, _), v in summed.items() if n == name) for name in own}
@@ -756,7 +553,7 @@ def positioned_early(text: str) -> int:
 def log_digest(members: list[Member]) -> str:
     lines = []
     for member in members:
-        text = member.log_text()
+        text = member.worker.log_text()
         counts = {name: text.count(needle) for name, needle in LOG_MARKS.items()}
         counts["positioned-before-recovery"] = positioned_early(text)
         lines.append(f"{member.describe()}: {counts}")

@@ -5,13 +5,15 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.helpers import Cluster, TopicTail, wait_until
+from tests.support.cluster import Cluster
+from tests.support.kafka import TopicTail, values
+from tests.support.metrics import by_label
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -45,23 +47,16 @@ def failing_requests(route: str, count: int, now_ms: int) -> list[tuple[str, dic
     ]
 
 
-def rules_file(tmp: Path, text: str) -> str:
-    path = tmp / "rules.yaml"
-    path.write_text(text)
-    return str(path)
+def firing(alerts: list[dict[str, Any]], rule: str) -> list[dict[str, Any]]:
+    return [a for a in alerts if a["rule"] == rule and a["state"] == "firing"]
 
 
-def firing(tail: TopicTail, rule: str) -> list[dict[str, Any]]:
-    return [a for a in tail.values() if a["rule"] == rule and a["state"] == "firing"]
-
-
-def test_alert_reaches_the_topic_within_a_tick_and_a_second(cluster: Cluster, tmp_path: Path) -> None:
+def test_alert_reaches_the_topic_within_a_tick_and_a_second(cluster: Cluster) -> None:
     interval = 1.0
-    cluster.extra_env.update(
-        {"PULSE_RULES": rules_file(tmp_path, ROUTE_RULES), "PULSE_RULES_INTERVAL": f"{interval}s"}
-    )
+    cluster.use_rules(ROUTE_RULES)
+    cluster.extra_env["PULSE_RULES_INTERVAL"] = f"{interval}s"
     cluster.add_worker()
-    tail = TopicTail(cluster.bootstrap, cluster.prefix + "alerts")
+    tail = TopicTail(cluster.bootstrap, cluster.alerts_topic)
     try:
         latencies = []
         for i in range(3):
@@ -70,11 +65,11 @@ def test_alert_reaches_the_topic_within_a_tick_and_a_second(cluster: Cluster, tm
             cluster.publish_events(failing_requests(route, 5, int(sent * 1000)))
             alert = wait_until(
                 lambda route=route: [
-                    a for a in firing(tail, "route_failing") if a["labels"]["route"] == route
+                    a for a in firing(tail.values(), "route_failing") if a["labels"]["route"] == route
                 ],
-                timeout=15,
+                15,
+                f"the firing alert of {route}",
                 interval=0.02,
-                what=f"the firing alert of {route}",
             )[0]
             produced = next(t for t, a in tail.records if a["id"] == alert["id"])
             latencies.append(produced - sent)
@@ -88,46 +83,47 @@ def test_alert_reaches_the_topic_within_a_tick_and_a_second(cluster: Cluster, tm
         tail.close()
 
 
-def test_one_firing_change_per_incident_across_sigkill(cluster: Cluster, tmp_path: Path) -> None:
+def test_one_firing_change_per_incident_across_sigkill(cluster: Cluster) -> None:
     cluster.partitions = 4
-    cluster.extra_env.update(
-        {"PULSE_RULES": rules_file(tmp_path, ROUTE_RULES), "PULSE_RULES_INTERVAL": "0.5s"}
-    )
+    cluster.use_rules(ROUTE_RULES)
+    cluster.extra_env["PULSE_RULES_INTERVAL"] = "0.5s"
     victim = cluster.add_worker()
     cluster.add_worker()
-    tail = TopicTail(cluster.bootstrap, cluster.prefix + "alerts")
+    tail = TopicTail(cluster.bootstrap, cluster.alerts_topic)
     rng = random.Random(7)
     routes = [f"/api/incident/{i}" for i in range(24)]
     try:
         kills = 0
         for i, route in enumerate(routes):
             cluster.publish_events(failing_requests(route, 3, int(time.time() * 1000)))
-            time.sleep(rng.uniform(0.05, 0.3))
+            time.sleep(rng.uniform(0.05, 0.3))  # paces the incidents, so that the kills fall among them
             if i in (6, 14):
                 victim.kill()
                 kills += 1
-                time.sleep(rng.uniform(0.0, 0.5))
+                time.sleep(rng.uniform(0.0, 0.5))  # a random moment for the restart
                 victim.start()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if {a["labels"]["route"] for a in firing(tail, "route_failing")} >= set(routes):
-                break
-            time.sleep(0.3)
-        time.sleep(3)  # a duplicate would come from a replay right after recovery
-        per_route = Counter(a["labels"]["route"] for a in firing(tail, "route_failing"))
+        wait_until(
+            lambda: {a["labels"]["route"] for a in firing(tail.values(), "route_failing")},
+            60,
+            "a firing alert for every route (routes that fired)",
+            until=lambda fired: fired >= set(routes),
+        )
+        # A duplicate would come from a replay right after recovery: once the workers have read every
+        # input and partial to its end offset and evaluated their rules on the final figures, the
+        # alerts topic read to its end offsets holds every firing change there will be.
+        victim.wait_healthy()
+        cluster.wait_quiet()
+        cluster.wait_evaluated()
+        per_route = Counter(
+            a["labels"]["route"] for a in firing(values(cluster.read(cluster.alerts_topic)), "route_failing")
+        )
         expected = {route: 3.0 for route in routes}
-
-        def counted() -> dict[str, float]:
-            return {
-                dict(labels)["route"]: value
-                for (name, labels), value in cluster.summed_metrics().items()
-                if name == "http_requests_total"
-            }
-
-        deadline = time.monotonic() + 30
-        while counted() != expected and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert counted() == expected, "events lost or counted twice"
+        wait_until(
+            lambda: by_label(cluster.summed_metrics(), "http_requests_total", "route"),
+            30,
+            "each route's 3 requests counted once, none lost or counted twice (requests per route)",
+            until=lambda counted: counted == expected,
+        )
         assert set(routes) - set(per_route) == set(), "incidents without a firing alert"
         assert kills == 2
         assert {r: n for r, n in per_route.items() if n != 1} == {}
@@ -155,13 +151,15 @@ def test_alerts_api_answers_the_same_from_every_worker(cluster: Cluster) -> None
         return [a for a in alerts if a["rule"] == "payment_system_down" and a["state"] == "firing"]
 
     for worker in workers:
-        found = wait_until(lambda w=worker: active(w.url), timeout=30, what="payment_system_down active")
+        found = wait_until(lambda w=worker: active(w.url), 30, "payment_system_down active")
         assert found[0]["state"] == "firing"
         assert found[0]["severity"] == "critical"
         assert found[0]["service"] == "payment"
     heartbeat("healthy")
     for worker in workers:
-        wait_until(lambda w=worker: not active(w.url), timeout=30, what="payment_system_down resolved")
+        wait_until(
+            lambda w=worker: active(w.url), 30, "payment_system_down resolved (active)", until=lambda a: not a
+        )
 
     def history(worker_url: str, **params: str) -> list[tuple[str, str, str]]:
         reply = httpx.get(f"{worker_url}/api/v1/alerts/history", params=params, timeout=5).json()

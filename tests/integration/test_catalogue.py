@@ -9,12 +9,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.helpers import Cluster, wait_until
-from tests.integration.groundtruth import (
-    catalogue_truth,
-    make_catalogue_events,
-    make_events,
-)
 from tests.integration.test_exactness import (
     PANE_MS,
     check_metrics_counted_once,
@@ -23,6 +17,9 @@ from tests.integration.test_exactness import (
     owned_series,
     wait_counted,
 )
+from tests.support.cluster import Cluster
+from tests.support.groundtruth import catalogue_truth, make_catalogue_events, make_events
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 SEOUL = ZoneInfo("Asia/Seoul")
@@ -118,11 +115,13 @@ def test_one_then_three_then_two_workers(cluster: Cluster) -> None:
     cluster.add_worker()
     published += phases[1]
 
-    def spread() -> bool:
-        parts = [w.series()["partitions"] for w in cluster.workers]
+    def partitions() -> list[list[int]]:
+        return [w.series()["partitions"] for w in cluster.workers]
+
+    def spread(parts: list[list[int]]) -> bool:
         return all(parts) and sorted(p for ps in parts for p in ps) == list(range(6))
 
-    wait_until(spread, 90, what="three workers to share the partitions")
+    wait_until(partitions, 90, "three workers to share the partitions (partitions of each)", until=spread)
     settle(cluster, published)
     check_all(cluster, published, at_ms)
 
@@ -133,6 +132,6 @@ def test_one_then_three_then_two_workers(cluster: Cluster) -> None:
     cluster.workers.remove(first)
     cluster.publish_events(phases[2][half:], envelope=25)
     published += phases[2]
-    wait_until(spread, 90, what="two workers to take over the partitions")
+    wait_until(partitions, 90, "two workers to take over the partitions (partitions of each)", until=spread)
     settle(cluster, published)
     check_all(cluster, published, at_ms)

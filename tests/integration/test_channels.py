@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -33,9 +32,9 @@ from agents.notifiers.sms import SmsNotifier
 from agents.notifiers.webhook import WebhookNotifier
 from pipeline.config.settings import ChannelsConfig
 from pipeline.tools.procs import free_port
-from tests.conftest import need_binary
-from tests.helpers import wait_until
-from tests.servers import (
+from tests.support.needs import need_binary
+from tests.support.procs import Process
+from tests.support.servers import (
     HttpServer,
     PagerDutyServer,
     SlackServer,
@@ -399,33 +398,19 @@ def alertmanager(tmp_path: Path) -> Iterator[str]:
     config = tmp_path / "alertmanager.yml"
     config.write_text("route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n", encoding="utf-8")
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = open(tmp_path / "alertmanager.log", "wb")  # noqa: SIM115 - closed after the process ends
-    proc = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={config}",
-            f"--storage.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--cluster.listen-address=",
-        ],
-        stdout=log,
-        stderr=log,
-    )
+    argv = [
+        binary,
+        f"--config.file={config}",
+        f"--storage.path={tmp_path / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",
+    ]
+    alertmanager = Process(argv, tmp_path / "alertmanager.log", port=port).start()
     try:
-        wait_until(lambda: _ready(url), timeout=30, what="alertmanager ready")
-        yield url
+        alertmanager.wait_ready(30)
+        yield alertmanager.url
     finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/-/ready", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
+        alertmanager.stop(10)
 
 
 def test_alertmanager_receives_and_resolves_alerts(alertmanager: str) -> None:

@@ -26,7 +26,6 @@ import orjson
 import pytest
 
 from schemas.events import TOPIC_OF_TYPE
-from tests.helpers import Cluster
 from tests.integration.chaos_support import (
     COUNTED,
     Diffs,
@@ -40,16 +39,16 @@ from tests.integration.chaos_support import (
     check_windows,
     count_events,
     decode_events,
-    detailed,
     log_digest,
     merged_series,
     plan_disruptions,
-    read_to_end,
     repeated_transitions,
     summarize_alerts,
     wait_all,
-    wait_quiet,
 )
+from tests.support.cluster import Cluster
+from tests.support.kafka import end_offsets, read_to_end
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -127,9 +126,9 @@ class Run:
     def watch(self) -> None:
         """Scrape every live worker's overlap counter now and then; note workers that died alone."""
         for member in self.live():
-            if not member.running():
+            if not member.worker.alive():
                 member.state, member.ended_at = "crashed", round(self.now(), 1)
-                member.exit_code = member.worker.proc.returncode if member.worker.proc else None
+                member.exit_code = member.worker.returncode
                 self.failures.append(f"{member.describe()} exited by itself:\n{member.worker.tail(40)}")
         if time.monotonic() - self.last_scrape < SCRAPE_EVERY_S:
             return
@@ -142,24 +141,24 @@ class Run:
     def start_workers(self) -> None:
         for i in range(INITIAL_WORKERS):
             self.join(f"w{i}")
-        deadline = time.monotonic() + START_TIMEOUT_S
-        seen: Any = None
-        while time.monotonic() < deadline:
+
+        def owned() -> dict[str, list[int]]:
             self.watch()
-            try:
-                owned = {m.name: detailed(m)["kafka"]["partitions"] for m in self.live()}
-                seen = owned
-                spread = sorted(p for parts in owned.values() for p in parts)
-                if all(owned.values()) and spread == list(range(PARTITIONS)):
-                    self.mark("workers ready")
-                    return
-            except (httpx.HTTPError, OSError, ValueError) as exc:
-                seen = repr(exc)
-            time.sleep(0.3)
-        raise AssertionError(
-            f"{INITIAL_WORKERS} workers did not share the {PARTITIONS} partitions within "
-            f"{START_TIMEOUT_S}s; last seen (partitions per worker): {seen}"
+            return {m.name: m.worker.detailed()["kafka"]["partitions"] for m in self.live()}
+
+        def shared(parts: dict[str, list[int]]) -> bool:
+            return all(parts.values()) and sorted(p for ps in parts.values() for p in ps) == list(
+                range(PARTITIONS)
+            )
+
+        wait_until(
+            owned,
+            START_TIMEOUT_S,
+            f"{INITIAL_WORKERS} workers to share the {PARTITIONS} partitions (partitions per worker)",
+            until=shared,
+            ignore=(httpx.HTTPError, OSError, ValueError),
         )
+        self.mark("workers ready")
 
     def disrupt(self) -> None:
         publisher = self.publisher
@@ -169,7 +168,7 @@ class Run:
                 if publisher.error is not None or not publisher.is_alive():
                     raise AssertionError(f"the publisher stopped at {self.now():.1f}s: {publisher.error!r}")
                 self.watch()
-                time.sleep(0.05)
+                time.sleep(0.05)  # the plan's schedule (pacing, not a proof of anything)
             self.execute(disruption)
         self.mark("disruptions done")
 
@@ -177,7 +176,7 @@ class Run:
         at = round(self.now(), 1)
         if disruption.kind == "join":
             member = self.join(disruption.target)
-            disruption.note = f"pid {member.pid}"
+            disruption.note = f"pid {member.worker.pid}"
         else:
             victim = self.member(disruption.target)
             if victim is None or victim.state != "live":
@@ -187,7 +186,7 @@ class Run:
             if len(self.live()) == 1:  # (the plan never does this; a crash could)
                 disruption.note = "skipped: the last live worker"
                 return
-            disruption.note = f"pid {victim.pid}"
+            disruption.note = f"pid {victim.worker.pid}"
             if disruption.kind == "kill":
                 victim.kill(at)
             else:
@@ -197,17 +196,22 @@ class Run:
     def finish_traffic(self) -> None:
         publisher = self.publisher
         assert publisher is not None
-        deadline = time.monotonic() + self.traffic.duration_s + TRAFFIC_GRACE_S
-        while not publisher.done.is_set() and time.monotonic() < deadline:
-            if publisher.error is not None or not publisher.is_alive():
-                break
+
+        def progress() -> str:
             self.watch()
-            time.sleep(0.1)
-        if not publisher.done.is_set():
-            raise AssertionError(
-                f"the publisher did not finish: error {publisher.error!r}, at tick {publisher.tick} of "
-                f"{self.traffic.ticks}, {publisher.messages} messages, at {self.now():.1f}s"
+            return (
+                f"error {publisher.error!r}, at tick {publisher.tick} of {self.traffic.ticks}, "
+                f"{publisher.messages} messages, at {self.now():.1f}s"
             )
+
+        wait_until(
+            progress,
+            self.traffic.duration_s + TRAFFIC_GRACE_S,
+            "the publisher to finish, every send acknowledged",
+            until=lambda _: publisher.done.is_set(),
+            interval=0.1,
+            alive=lambda: publisher.done.is_set() or (publisher.error is None and publisher.is_alive()),
+        )
         self.mark("traffic acknowledged")
 
         def late(member: Member) -> None:
@@ -216,7 +220,7 @@ class Run:
                 f"{member.worker.tail(40)}"
             )
             member.worker.kill()
-            member.exit_code = member.worker.proc.returncode if member.worker.proc else None
+            member.exit_code = member.worker.returncode
 
         stopped = [m for m in self.members if m.state == "stopped"]
         wait_all(stopped, STOP_TIMEOUT_S, late)
@@ -235,7 +239,7 @@ class Run:
         assert publisher is not None
         cluster = self.cluster
         kind_of = {cluster.topic(kind): kind for kind in TOPIC_OF_TYPE}
-        ends, records = read_to_end(cluster.bootstrap, sorted(kind_of), PARTITIONS, timeout=60)
+        ends, records = read_to_end(cluster.bootstrap, sorted(kind_of), timeout=60)
         events = decode_events(records, kind_of)
 
         def identity(items: list[tuple[str, dict[str, Any]]]) -> Counter[bytes]:
@@ -254,9 +258,10 @@ class Run:
 
     def check(self, events: list[tuple[str, dict[str, Any]]], input_ends: dict[tuple[str, int], int]) -> None:
         cluster = self.cluster
-        partials = f"{cluster.prefix}pulse-partials"
+        partials = cluster.internal_topic("partials")
+        self.watch()  # a worker that ended by itself is no longer live (and is a failure)
         live = self.live()
-        quiet = wait_quiet(live, cluster.bootstrap, input_ends, partials, PARTITIONS, QUIET_TIMEOUT_S)
+        quiet = cluster.wait_quiet(input_ends, QUIET_TIMEOUT_S)
         self.mark("quiet")
         self.notes.append(f"quiet: partitions per worker {quiet['ownership']}")
         at_ms = max(e["ts"] for _, e in events) + 1
@@ -268,7 +273,7 @@ class Run:
         self.mark("figures checked")
 
         for member in self.members:
-            overlaps = member.count("overlaps what")
+            overlaps = member.worker.count("overlaps what")
             if member.overlapped or overlaps:
                 self.failures.append(
                     f"{member.describe()}: pulse_cells_overlapped_total={member.overlapped} at its last "
@@ -277,7 +282,7 @@ class Run:
             elif member.overlapped is None:
                 self.notes.append(f"{member.describe()} was never scraped (its log has no overlap warning)")
 
-        _, records = read_to_end(cluster.bootstrap, [cluster.prefix + "alerts"], PARTITIONS, timeout=30)
+        _, records = read_to_end(cluster.bootstrap, [cluster.alerts_topic], timeout=30)
         violations, by_fp = alert_violations(records)
         self.alerts = summarize_alerts(by_fp)
         self.failures.extend(violations)
@@ -291,7 +296,7 @@ class Run:
         self.mark("alerts checked")
 
         # Nothing arrived while the checks ran: the partials end offsets and the counts did not move.
-        ends_after, _ = read_to_end(cluster.bootstrap, [partials], PARTITIONS, from_start=False)
+        ends_after = end_offsets(cluster.bootstrap, [partials])
         if ends_after != quiet["partials"]:
             moved = {k: (v, ends_after[k]) for k, v in quiet["partials"].items() if ends_after[k] != v}
             self.failures.append(f"partials arrived after quiescence (end offsets before, after): {moved}")
@@ -302,10 +307,9 @@ class Run:
     def stop_all(self) -> None:
         if self.publisher is not None:
             self.publisher.abort.set()
-        running = [m for m in self.members if m.running()]
+        running = [m for m in self.members if m.worker.alive()]
         for member in running:
-            assert member.worker.proc is not None
-            member.worker.proc.terminate()
+            member.worker.terminate()
         wait_all(running, 25, lambda m: m.worker.kill())
 
     # -- the report ------------------------------------------------------------------------------
@@ -337,7 +341,7 @@ class Run:
         kept = self.artifacts / f"chaos-{self.seed}-{time.strftime('%Y%m%dT%H%M%S')}"
         kept.mkdir(parents=True, exist_ok=True)
         for member in self.members:
-            (kept / f"{member.name}.log").write_text(member.log_text())
+            (kept / f"{member.name}.log").write_text(member.worker.log_text())
         (kept / "summary.txt").write_text(self.summary())
         return kept
 
@@ -350,12 +354,11 @@ class Run:
 
 
 @pytest.fixture
-def run(cluster: Cluster, tmp_path: Path, artifacts: Path) -> Iterator[Run]:
+def run(cluster: Cluster, artifacts: Path) -> Iterator[Run]:
     seed = int(os.environ.get("PULSE_CHAOS_SEED") or random.SystemRandom().randrange(1_000_000))
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES)
     cluster.partitions = PARTITIONS
-    cluster.extra_env.update({"PULSE_RULES": str(rules), "PULSE_RULES_INTERVAL": "1s"})
+    cluster.use_rules(RULES)
+    cluster.extra_env["PULSE_RULES_INTERVAL"] = "1s"
     state = Run(cluster, seed, artifacts)
     try:
         yield state

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Cluster, wait_until
-from tests.integration.groundtruth import make_events, truth
 from tests.integration.test_exactness import check_totals, owned_series, total_count
+from tests.support.cluster import Cluster
+from tests.support.groundtruth import make_events, truth
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +37,7 @@ class Publisher(threading.Thread):
                 chunk = self.events[start : start + CHUNK]
                 self.cluster.publish_events(chunk, envelope=40 if n % 2 else 1)
                 self.published += len(chunk)
-                time.sleep(PACE_S)
+                time.sleep(PACE_S)  # paces the traffic, so that the kills fall in the middle of it
         except BaseException as exc:  # reported by the test
             self.error = exc
 
@@ -56,21 +57,23 @@ def test_sigkill_loses_nothing_and_double_counts_nothing(
     for _ in range(3):
         # Kill while the worker is visibly making progress, at a random moment.
         before = seen
-        observed: list[str] = []
 
-        def progress(before: int = before, observed: list[str] = observed) -> int:
-            n, published = total_count(cluster), publisher.published
+        def progress() -> tuple[int, int]:
+            n = total_count(cluster)
             if n > len(events):
                 raise AssertionError(f"counted {n} events, more than the {len(events)} in the test")
-            observed[:] = [f"counted {n} (before the previous kill: {before}), published {published}"]
-            return n if n > before else 0
+            return n, publisher.published
 
-        try:
-            seen = wait_until(progress, 90, interval=0.1, what="progress before the kill")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}; {observed}\nworker log:\n{worker.tail(40)}") from None
+        seen, _ = wait_until(
+            progress,
+            90,
+            f"progress before the kill ((counted, published); counted before the previous kill: {before})",
+            until=lambda counted, before=before: counted[0] > before,
+            interval=0.1,
+            context=lambda worker=worker: f"worker log:\n{worker.tail(40)}",
+        )
         delay = rng.uniform(0.0, 1.0)
-        time.sleep(delay)
+        time.sleep(delay)  # a random moment for the kill
         worker.kill()
         kills.append((round(delay, 2), seen, publisher.published))
         cluster.workers.remove(worker)

@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Cluster, wait_until
-from tests.integration.groundtruth import exact_quantile, make_events, truth, window_truth
+from tests.support.cluster import Cluster
+from tests.support.groundtruth import exact_quantile, make_events, truth, window_truth
+from tests.support.metrics import by_label
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -97,19 +99,9 @@ def check_metrics_counted_once(cluster: Cluster, events: list[tuple[str, dict[st
     assert not doubles, f"exported by more than one worker: {doubles[:5]}"
     summed = cluster.summed_metrics()
     expected = truth(events)
-    got = {
-        (d["method"], d["route"], d["status_code"]): v
-        for (name, labels), v in summed.items()
-        if name == "http_requests_total"
-        for d in [dict(labels)]
-    }
+    got = by_label(summed, "http_requests_total", "method", "route", "status_code")
     assert got == {k: float(v) for k, v in expected.http.items()}
-    got_orders = {
-        (d["status"], d["user_role"]): v
-        for (name, labels), v in summed.items()
-        if name == "orders_total"
-        for d in [dict(labels)]
-    }
+    got_orders = by_label(summed, "orders_total", "status", "user_role")
     assert got_orders == {k: float(v) for k, v in expected.orders.items()}
     revenue = summed[("revenue_total", ())]
     assert round(revenue * 1_000_000) == expected.revenue_micro["KRW"]
@@ -130,18 +122,14 @@ def wait_counted(cluster: Cluster, expected: int, timeout: float = 120) -> None:
     Fails at once, saying so, when more than `expected` are counted; on a timeout it says how many
     were counted, so a worker that made no progress is told apart from one that counted too many.
     """
-    seen: list[int] = []
 
-    def arrived() -> bool:
-        seen.append(total_count(cluster))
-        if seen[-1] > expected:
-            raise AssertionError(f"counted {seen[-1]} events, more than the {expected} published")
-        return seen[-1] == expected
+    def counted() -> int:
+        count = total_count(cluster)
+        if count > expected:
+            raise AssertionError(f"counted {count} events, more than the {expected} published")
+        return count
 
-    try:
-        wait_until(arrived, timeout, what=f"{expected} events in stage 2")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; counted so far: {seen[-5:]}") from None
+    wait_until(counted, timeout, f"{expected} events in stage 2 (events counted)", until=expected.__eq__)
     cluster.wait_quiet()
     final = total_count(cluster)
     assert final == expected, f"counted {final} events once everything was read, not {expected}"
@@ -151,11 +139,12 @@ def test_two_workers_match_ground_truth_and_export_each_series_once(cluster: Clu
     first = cluster.add_worker()
     second = cluster.add_worker()
 
-    def both_own_partitions() -> bool:
-        parts = [w.series()["partitions"] for w in (first, second)]
-        return all(parts) and sorted(parts[0] + parts[1]) == [0, 1, 2, 3]
-
-    wait_until(both_own_partitions, 60, what="the two workers to split the partitions")
+    wait_until(
+        lambda: [w.series()["partitions"] for w in (first, second)],
+        60,
+        "the two workers to split the partitions (partitions of each)",
+        until=lambda parts: all(parts) and sorted(parts[0] + parts[1]) == [0, 1, 2, 3],
+    )
     now = int(time.time() * 1000)
     events = make_events(4000, 600, 300, seed=11, now_ms=now)
     half = len(events) // 2

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
 import pytest
 
-from tests.helpers import Cluster, wait_until
+from tests.support.cluster import Cluster
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
 
-def test_ready_health_and_detailed_health_report_the_real_dependencies(
-    cluster: Cluster, tmp_path: Path
-) -> None:
-    config = tmp_path / "pulse.yaml"
-    config.write_text(
+def test_ready_health_and_detailed_health_report_the_real_dependencies(cluster: Cluster) -> None:
+    cluster.use_config(
         """
 notify:
   route: {receiver: integrations, group_wait: 0s, group_interval: 1s}
@@ -29,7 +27,6 @@ notify:
     )
     cluster.extra_env.update(
         {
-            "PULSE_CONFIG": str(config),
             "PULSE_LOG_FORMAT": "json",
             "PULSE_ENVIRONMENT": "staging",
             "PULSE_RULES_INTERVAL": "0.5s",
@@ -61,15 +58,22 @@ notify:
         ]
     )
 
-    def webhook_failed() -> dict[str, object] | None:
+    def health() -> tuple[int, dict[str, Any]]:
         reply = httpx.get(f"{worker.url}/health", timeout=5)
-        body = reply.json()
+        return reply.status_code, reply.json()
+
+    def webhook_failed(seen: tuple[int, dict[str, Any]]) -> bool:
+        status, body = seen
         hook = next(s for s in body["services"] if s["service"] == "channel:webhook")
-        return body if hook["status"] == "unhealthy" and reply.status_code == 200 else None
+        return hook["status"] == "unhealthy" and status == 200
 
     # connection refused is retried (3 attempts here) before it counts as failed
-    body = wait_until(
-        webhook_failed, timeout=60, interval=0.5, what="the webhook channel reported as failing"
+    _, body = wait_until(
+        health,
+        60,
+        "the webhook channel reported as failing ((status, /health))",
+        until=webhook_failed,
+        interval=0.5,
     )
     assert body["status"] == "degraded"
     detailed = httpx.get(f"{worker.url}/health/detailed", timeout=5).json()

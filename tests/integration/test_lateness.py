@@ -7,7 +7,9 @@ import time
 import orjson
 import pytest
 
-from tests.helpers import Cluster, wait_until
+from tests.support.cluster import Cluster
+from tests.support.metrics import by_label
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -37,23 +39,20 @@ def test_out_of_order_and_late_events(cluster: Cluster) -> None:
     )
 
     def late_counted() -> float:
-        return sum(
-            v
-            for (name, labels), v in worker.metrics().items()
-            if name == "pulse_events_late_total" and dict(labels).get("kind") == "late"
-        )
+        return by_label(worker.metrics(), "pulse_events_late_total", "kind").get("late", 0.0)
 
-    assert wait_until(late_counted, 30, what="the late event to be counted") == 1.0
-    wait_until(lambda: route_window(worker.series(now), "/ooo", "5m") == 2, 30, what="both events")
+    assert wait_until(late_counted, 30, "the late event to be counted") == 1.0
+    wait_until(
+        lambda: route_window(worker.series(now), "/ooo", "5m"),
+        30,
+        "both events (in the 5m window of /ooo)",
+        until=(2).__eq__,
+    )
     # Seen from just after the older event, only it is in the 1m window: it sits in its own pane.
     assert route_window(worker.series(older + 1), "/ooo", "1m") == 1
     assert route_window(worker.series(newer + 1), "/ooo", "1m") == 1
     assert route_window(worker.series(now), "/ooo", "5m") == 2
     # The late event is in the all-time counter but in no window.
-    totals = {
-        dict(labels)["route"]: v
-        for (name, labels), v in worker.metrics().items()
-        if name == "http_requests_total"
-    }
+    totals = by_label(worker.metrics(), "http_requests_total", "route")
     assert totals == {"/ooo": 2.0, "/late": 1.0}
     assert route_window(worker.series(now), "/late", "1h") == 0

@@ -1,11 +1,15 @@
-"""Notifications end to end on loopback: a real SMTP server, Slack-webhook and SMS HTTP servers."""
+"""Notifications end to end on loopback: a real SMTP server, Slack-webhook and SMS HTTP servers.
+
+That nothing more arrives is proven from the delivery ledger read to its end offsets
+(`Cluster.wait_notified`), and that a silenced alert sends nothing by a marker alert that fires after
+it and reaches every channel (each channel delivers in order), never by waiting a while.
+"""
 
 from __future__ import annotations
 
 import base64
 import re
 import subprocess
-import sys
 import threading
 import time
 import urllib.parse
@@ -22,11 +26,15 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from pipeline.tools.procs import free_port
-from tests.helpers import Cluster, wait_until
+from tests.support.cluster import Cluster
+from tests.support.metrics import by_label
+from tests.support.procs import run_pulse
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
 TOKEN = "test-api-token"
+CHANNELS = ("slack", "email", "sms")
 
 
 @dataclass
@@ -52,7 +60,7 @@ class Recorder:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                time.sleep(recorder.delay)  # a slow receiver: deliveries are in flight when a worker dies
+                time.sleep(recorder.delay)  # a slow receiver (not a wait): deliveries are in flight at a kill
                 recorder.requests.append((time.monotonic(), self.path, dict(self.headers), body))
                 self.send_response(recorder.ok_status)
                 self.send_header("Content-Length", str(len(recorder.ok_body)))
@@ -84,6 +92,14 @@ class Receivers:
     sms: Recorder
     mail: Mailbox
     env: dict[str, str]
+
+    def counts(self, about: str = "") -> dict[str, int]:
+        """How many messages each channel received (that name `about`, a rule)."""
+        return {
+            "slack": sum(about in text for text in slack_texts(self.slack)),
+            "email": sum(about in message["Subject"] for _, message in self.mail.messages),
+            "sms": sum(about in text for text in sms_bodies(self.sms)),
+        }
 
 
 @pytest.fixture
@@ -133,9 +149,9 @@ notify:
     sms_server.shutdown()
 
 
-def heartbeat(cluster: Cluster, status: str) -> None:
+def heartbeat(cluster: Cluster, status: str, service: str = "payment") -> None:
     cluster.publish_events(
-        [("heartbeat", {"ts": int(time.time() * 1000), "service": "payment", "status": status})]
+        [("heartbeat", {"ts": int(time.time() * 1000), "service": service, "status": status})]
     )
 
 
@@ -155,18 +171,21 @@ def test_a_critical_alert_reaches_slack_email_and_sms_once_and_so_does_its_resol
     cluster.add_worker()
     heartbeat(cluster, "unhealthy")
     wait_until(
-        lambda: receivers.slack.requests and receivers.mail.messages and receivers.sms.requests,
-        timeout=30,
-        what="the firing notifications",
+        receivers.counts,
+        30,
+        "the firing notifications (messages per channel)",
+        until=lambda counts: all(counts.values()),
     )
     heartbeat(cluster, "healthy")
     wait_until(
-        lambda: len(receivers.slack.requests) >= 2 and len(receivers.mail.messages) >= 2,
-        timeout=30,
-        what="the resolved notifications",
+        receivers.counts,
+        30,
+        "the resolved notifications (messages per channel)",
+        until=lambda counts: counts["slack"] >= 2 and counts["email"] >= 2,
     )
-    wait_until(lambda: len(receivers.sms.requests) >= 2, timeout=15, what="the resolved SMS")
-    time.sleep(4)  # several group intervals: nothing else may arrive
+    wait_until(receivers.counts, 15, "the resolved SMS", until=lambda counts: counts["sms"] >= 2)
+    # nothing else may arrive: the ledger holds the receivers' deliveries, every channel at "resolved"
+    cluster.wait_notified("payment_system_down", "resolved", CHANNELS, receivers.counts)
     slack = slack_texts(receivers.slack)
     assert len(slack) == 2, slack
     assert "payment_system_down" in slack[0] and "FIRING" in slack[0].upper()
@@ -181,11 +200,7 @@ def test_a_critical_alert_reaches_slack_email_and_sms_once_and_so_does_its_resol
     auth = receivers.sms.requests[0][2]["Authorization"]
     assert base64.b64decode(auth.split()[1]).decode().endswith(":sms-secret-token")
     worker = cluster.workers[0]
-    sent = {
-        (dict(labels)["channel"], dict(labels)["outcome"]): value
-        for (name, labels), value in cluster.summed_metrics().items()
-        if name == "notifications_total"
-    }
+    sent = by_label(cluster.summed_metrics(), "notifications_total", "channel", "outcome")
     assert sent == {("slack", "delivered"): 2.0, ("email", "delivered"): 2.0, ("sms", "delivered"): 2.0}
     assert "secretpath" not in worker.tail(400) and "sms-secret-token" not in worker.tail(400)
 
@@ -198,17 +213,29 @@ def test_a_slack_outage_does_not_delay_email_and_slack_catches_up(
     receivers.slack.fail_until = time.monotonic() + 30
     heartbeat(cluster, "unhealthy")
     started = time.monotonic()
-    wait_until(lambda: receivers.mail.messages, timeout=15, what="the email during the Slack outage")
+    wait_until(lambda: len(receivers.mail.messages), 15, "the email during the Slack outage (emails)")
     assert receivers.mail.messages[0][0] - started < 10
     assert not receivers.slack.requests
-    wait_until(lambda: receivers.slack.requests, timeout=60, what="Slack after its recovery")
+    wait_until(lambda: len(receivers.slack.requests), 60, "Slack after its recovery (Slack messages)")
     assert receivers.slack.refused >= 2
     assert receivers.slack.requests[0][0] >= receivers.slack.fail_until
+    cluster.wait_notified("payment_system_down", "firing", CHANNELS, receivers.counts)
     assert len(receivers.slack.requests) == 1
+
+
+MARKER_RULES = """
+extends: defaults
+rules:
+  # A marker: not silenced, critical like payment_system_down, so it goes to the same channels.
+  - name: inventory_down
+    heartbeat: {service: inventory, unhealthy: true}
+    severity: critical
+"""
 
 
 def test_a_silence_mutes_an_alert_until_it_is_expired(cluster: Cluster, receivers: Receivers) -> None:
     cluster.extra_env.update(receivers.env)
+    cluster.use_rules(MARKER_RULES)
     worker = cluster.add_worker()
     body = {
         "matchers": {"alertname": "payment_system_down"},
@@ -225,15 +252,23 @@ def test_a_silence_mutes_an_alert_until_it_is_expired(cluster: Cluster, receiver
     silence_id = created.json()["data"]["silenceID"]
     heartbeat(cluster, "unhealthy")
     wait_until(
-        lambda: any(
-            a["rule"] == "payment_system_down"
-            for a in httpx.get(f"{worker.url}/api/v1/alerts").json()["data"]["alerts"]
-        ),
-        timeout=30,
-        what="the alert firing",
+        lambda: {a["rule"]: a["state"] for a in worker.get("/api/v1/alerts")["data"]["alerts"]},
+        30,
+        "the alert firing (state of each active rule)",
+        until=lambda states: states.get("payment_system_down") == "firing",
     )
-    time.sleep(3)
-    assert not receivers.slack.requests and not receivers.mail.messages
+    # The marker fires after the silenced alert was firing in the worker's alert history, which the
+    # notification loop plans from; each channel delivers in order, so once the marker's notifications
+    # arrived, any about the silenced alert would have arrived before them.
+    heartbeat(cluster, "unhealthy", service="inventory")
+    wait_until(
+        lambda: receivers.counts("inventory_down"),
+        30,
+        "the marker's notifications (messages per channel)",
+        until=lambda counts: all(counts.values()),
+    )
+    muted = receivers.counts("payment_system_down")
+    assert muted["slack"] == 0 and muted["email"] == 0, muted
     listed = httpx.get(f"{worker.url}/api/v1/silences", timeout=5).json()["data"]["silences"]
     assert [(s["id"], s["status"]) for s in listed] == [(silence_id, "active")]
     expired = httpx.delete(
@@ -241,9 +276,10 @@ def test_a_silence_mutes_an_alert_until_it_is_expired(cluster: Cluster, receiver
     )
     assert expired.status_code == 200
     wait_until(
-        lambda: receivers.slack.requests and receivers.mail.messages,
-        timeout=30,
-        what="notifications after expiry",
+        lambda: receivers.counts("payment_system_down"),
+        30,
+        "notifications after expiry (messages per channel)",
+        until=lambda counts: counts["slack"] and counts["email"],
     )
 
 
@@ -256,18 +292,16 @@ rules:
 
 
 def test_sigkill_in_the_middle_of_deliveries_loses_none_and_repeats_at_most_one(
-    cluster: Cluster, receivers: Receivers, tmp_path: Path
+    cluster: Cluster, receivers: Receivers
 ) -> None:
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(SERVICE_RULES)
-    config = tmp_path / "pulse.yaml"
-    config.write_text(
+    cluster.extra_env.update(receivers.env)
+    cluster.use_rules(SERVICE_RULES)
+    cluster.use_config(
         """
 notify:
   route: {receiver: slack, group_by: [alertname, service], group_wait: 0s, group_interval: 1s}
 """
     )
-    cluster.extra_env.update({**receivers.env, "PULSE_RULES": str(rules), "PULSE_CONFIG": str(config)})
     receivers.slack.delay = 0.4
     victim = cluster.add_worker()
     cluster.add_worker()
@@ -276,7 +310,12 @@ notify:
     cluster.publish_events(
         [("heartbeat", {"ts": now, "service": s, "status": "unhealthy"}) for s in services]
     )
-    wait_until(lambda: len(receivers.slack.requests) >= 2, timeout=30, what="the first deliveries")
+    wait_until(
+        lambda: len(receivers.slack.requests),
+        30,
+        "the first deliveries (Slack messages)",
+        until=lambda n: n >= 2,
+    )
     victim.kill()
     victim.start()
 
@@ -287,8 +326,15 @@ notify:
                 counts[service] = counts.get(service, 0) + 1
         return counts
 
-    wait_until(lambda: set(delivered()) == set(services), timeout=90, what="a notification for every service")
-    time.sleep(4)
+    wait_until(
+        lambda: sorted(delivered()),
+        90,
+        "a notification for every service (services notified)",
+        until=lambda seen: seen == sorted(services),
+    )
+    # nothing else may arrive: every group's ledger entry is at "firing" (a repeat after the kill is
+    # not in the ledger: the receivers' counts are not compared)
+    cluster.wait_notified("dependency_down", "firing", ["slack"])
     counts = delivered()
     assert len(receivers.slack.requests) == sum(counts.values()), "each message names exactly one service"
     repeated = {s: n for s, n in counts.items() if n > 1}
@@ -317,33 +363,17 @@ rules:
 
 @pytest.mark.timeout(240)
 def test_an_error_spike_from_the_simulator_ends_in_one_message_per_channel_and_its_resolve(
-    cluster: Cluster, receivers: Receivers, tmp_path: Path
+    cluster: Cluster, receivers: Receivers
 ) -> None:
-    rules = tmp_path / "spike.yaml"
-    rules.write_text(SPIKE_RULES)
-    cluster.extra_env.update({**receivers.env, "PULSE_RULES": str(rules)})
+    cluster.extra_env.update(receivers.env)
+    cluster.use_rules(SPIKE_RULES)
     cluster.add_worker()
     cluster.add_worker()
-    simulate = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline.tools.cli",
-            "simulate",
-            "--scenario",
-            "error-spike",
-            "--rate",
-            "200",
-            "--duration",
-            "30",
-            "--quiet",
-            "--seed",
-            "7",
-        ],
+    simulate = run_pulse(
+        *("simulate", "--scenario", "error-spike", "--rate", "200", "--duration", "30"),
+        *("--quiet", "--seed", "7"),
         env=cluster.env(),
-        capture_output=True,
         timeout=90,
-        check=False,
     )
     assert simulate.returncode == 0, simulate.stderr
 
@@ -351,14 +381,15 @@ def test_an_error_spike_from_the_simulator_ends_in_one_message_per_channel_and_i
         return [t for t in texts if "high_error_rate" in t]
 
     wait_until(
-        lambda: (
-            len(about_errors(slack_texts(receivers.slack))) >= 2
-            and len(about_errors(sms_bodies(receivers.sms))) >= 2
-        ),
-        timeout=150,
-        what="the firing and resolved notifications of high_error_rate",
+        lambda: receivers.counts("high_error_rate"),
+        150,
+        "the firing and resolved notifications of high_error_rate (messages per channel)",
+        until=lambda counts: counts["slack"] >= 2 and counts["sms"] >= 2,
     )
-    time.sleep(3)
+    # nothing else may arrive: the ledger holds the receivers' deliveries, every channel at "resolved"
+    cluster.wait_notified(
+        "high_error_rate", "resolved", CHANNELS, lambda: receivers.counts("high_error_rate")
+    )
     slack = about_errors(slack_texts(receivers.slack))
     assert len(slack) == 2 and "RESOLVED" not in slack[0].upper() and "RESOLVED" in slack[1].upper()
     mails = [m for _, m in receivers.mail.messages if "high_error_rate" in m["Subject"]]
@@ -373,14 +404,7 @@ def test_pulse_silence_and_pulse_alerts_commands(cluster: Cluster) -> None:
     worker = cluster.add_worker()
 
     def pulse(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "pipeline.tools.cli", *args, "--url", worker.url],
-            env=cluster.env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        return run_pulse(*args, "--url", worker.url, env=cluster.env())
 
     added = pulse(
         "silence", "add", "alertname=high_error_rate", "route=~/api/pay.*", "--comment", "PG maintenance"
@@ -397,8 +421,9 @@ def test_pulse_silence_and_pulse_alerts_commands(cluster: Cluster) -> None:
     assert bad.returncode != 0 and "LABEL=VALUE" in bad.stderr
     heartbeat(cluster, "unhealthy")
     wait_until(
-        lambda: "firing" in pulse("alerts", "--history", "--rule", "payment_system_down").stdout,
-        timeout=30,
-        what="`pulse alerts --history` showing the firing change",
+        lambda: pulse("alerts", "--history", "--rule", "payment_system_down").stdout,
+        30,
+        "`pulse alerts --history` showing the firing change (its output)",
+        until=lambda output: "firing" in output,
     )
     assert "payment_system_down" in pulse("alerts").stdout

@@ -5,14 +5,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from pipeline.tools.procs import free_port
-from tests.helpers import Cluster, wait_until
+from tests.support.cluster import Cluster
+from tests.support.metrics import by_label, summed
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -36,12 +37,9 @@ def http_server() -> Iterator[str]:
     server.shutdown()
 
 
-def test_probes_feed_heartbeats_and_fire_heartbeat_rules(
-    cluster: Cluster, tmp_path: Path, http_server: str
-) -> None:
+def test_probes_feed_heartbeats_and_fire_heartbeat_rules(cluster: Cluster, http_server: str) -> None:
     closed_port = free_port()
-    config = tmp_path / "pulse.yaml"
-    config.write_text(
+    cluster.use_config(
         f"""
 probes:
   - {{name: storage, type: http, url: "{http_server}/ok", interval: 1s, timeout: 1s}}
@@ -49,8 +47,7 @@ probes:
   - {{name: database, type: tcp, host: 127.0.0.1, port: {closed_port}, interval: 1s, timeout: 1s}}
 """
     )
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(
+    cluster.use_rules(
         """
 rules:
   - name: dependency_down
@@ -58,9 +55,7 @@ rules:
     severity: critical
 """
     )
-    cluster.extra_env.update(
-        {"PULSE_CONFIG": str(config), "PULSE_RULES": str(rules), "PULSE_RULES_INTERVAL": "0.5s"}
-    )
+    cluster.extra_env["PULSE_RULES_INTERVAL"] = "0.5s"
     workers = [cluster.add_worker(), cluster.add_worker()]
 
     def health() -> dict[str, str]:
@@ -71,19 +66,19 @@ rules:
                     out[series["labels"]["service"]] = series["latest"]["status"]
         return out
 
-    seen = wait_until(lambda: len(health()) == 3 and health(), timeout=30, what="three probed services")
+    seen = wait_until(health, 30, "three probed services", until=lambda found: len(found) == 3)
     assert seen == {"storage": "healthy", "payment-api": "unhealthy", "database": "unhealthy"}
 
     def down() -> set[str]:
         reply = httpx.get(f"{workers[0].url}/api/v1/alerts", timeout=5).json()
         return {a["labels"]["service"] for a in reply["data"]["alerts"] if a["state"] == "firing"}
 
-    assert wait_until(lambda: down() == {"payment-api", "database"} and down(), timeout=30, what="alerts")
-    runs: dict[str, float] = {}
-    for worker in workers:
-        for (name, labels), value in worker.metrics().items():
-            if name == "pulse_probe_runs_total":
-                key = dict(labels)["probe"] + ":" + dict(labels)["outcome"]
-                runs[key] = runs.get(key, 0.0) + value
+    wait_until(down, 30, "alerts (services down)", until={"payment-api", "database"}.__eq__)
+    runs = {
+        f"{probe}:{outcome}": value
+        for (probe, outcome), value in by_label(
+            summed(w.metrics() for w in workers), "pulse_probe_runs_total", "probe", "outcome"
+        ).items()
+    }
     assert runs.get("storage:up", 0) >= 1 and runs.get("database:down", 0) >= 1
     assert "storage:down" not in runs and "database:up" not in runs

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-import time
 
 import httpx
 import pytest
@@ -13,36 +10,29 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from agents.app import Pulse, faust_settings
 from pipeline.config.settings import load_config
-from tests.helpers import Cluster, wait_until
+from tests.support.cluster import Cluster
+from tests.support.kafka import topic_partitions
+from tests.support.procs import run_pulse
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-async def partition_counts(bootstrap: str, prefix: str) -> dict[str, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        names = [t for t in await admin.list_topics() if t.startswith(prefix)]
-        described = await admin.describe_topics(names)
-        return {t["topic"]: len(t["partitions"]) for t in described}
-    finally:
-        await admin.close()
 
 
 def test_creates_every_topic_with_the_configured_partitions(cluster: Cluster) -> None:
     cluster.partitions = 3
     worker = cluster.add_worker()
-    counts = asyncio.run(partition_counts(cluster.bootstrap, cluster.prefix))
+    counts = asyncio.run(topic_partitions(cluster.bootstrap, cluster.prefix))
     expected = Pulse(load_config(cluster.env())).all_topic_names()
     assert set(expected) <= set(counts)
     assert {counts[name] for name in expected} == {3}
     # a group's first rebalance may hand out an empty assignment before the real one
-    deadline = time.monotonic() + 30
-    while True:
-        health = httpx.get(f"{worker.url}/health", timeout=5).json()
-        if health["worker"]["partitions"] or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+    health = wait_until(
+        lambda: httpx.get(f"{worker.url}/health", timeout=5).json(),
+        30,
+        "the worker to own partitions (/health)",
+        until=lambda body: body["worker"]["partitions"],
+        interval=0.2,
+    )
     assert health["status"] == "healthy"
     assert sorted(health["worker"]["partitions"]) == [0, 1, 2]
 
@@ -57,15 +47,9 @@ def test_refuses_topics_with_another_partition_count(cluster: Cluster) -> None:
             await admin.close()
 
     asyncio.run(precreate())
-    done = subprocess.run(
-        [sys.executable, "-m", "pipeline.tools.cli", "worker"],
-        env=cluster.env(),
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_pulse("worker", env=cluster.env())
     assert done.returncode != 0
-    message = done.stderr.decode()
+    message = done.stderr
     assert "has 2 partitions" in message and "PULSE_PARTITIONS" in message
 
 
@@ -83,16 +67,10 @@ def test_short_group_timeouts_only_for_the_embedded_broker() -> None:
 def test_bad_config_names_the_variable_and_the_fix(cluster: Cluster) -> None:
     env = cluster.env()
     env["PULSE_WEB_PORT"] = "eighty"
-    done = subprocess.run(
-        [sys.executable, "-m", "pipeline.tools.cli", "worker"],
-        env=env,
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_pulse("worker", env=env)
     assert done.returncode != 0
-    assert "PULSE_WEB_PORT" in done.stderr.decode()
-    assert "Traceback" not in done.stderr.decode()
+    assert "PULSE_WEB_PORT" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_a_worker_that_joined_with_nothing_to_own_takes_over_when_the_owner_leaves(cluster: Cluster) -> None:
@@ -102,7 +80,12 @@ def test_a_worker_that_joined_with_nothing_to_own_takes_over_when_the_owner_leav
     cluster.partitions = 1
     owner = cluster.add_worker()
     spare = cluster.add_worker(wait=False)
-    wait_until(lambda: spare.detailed()["state"]["ready"], 60, what="the spare to be ready, owning nothing")
+    wait_until(
+        lambda: spare.detailed()["state"],
+        60,
+        "the spare to be ready, owning nothing",
+        until=lambda s: s["ready"],
+    )
     assert spare.detailed()["kafka"]["partitions"] == []
     cluster.publish_events([("request", _request("/before"))])
     owner.stop()
@@ -113,7 +96,9 @@ def test_a_worker_that_joined_with_nothing_to_own_takes_over_when_the_owner_leav
     def routes() -> set[str]:
         return {s["labels"]["route"] for s in spare.series()["series"] if s["kind"] == "http"}
 
-    found = wait_until(lambda: routes() >= {"/before", "/after"} and routes(), 30, what="both events")
+    found = wait_until(
+        routes, 30, "both events (routes counted)", until=lambda seen: seen >= {"/before", "/after"}
+    )
     assert found == {"/before", "/after"}
 
 

@@ -10,7 +10,7 @@ from agents.notifiers import email, pagerduty, slack, sms, webhook
 from agents.notifiers.alertmanager import label_name, posted_alert
 from agents.notifiers.base import Notification
 from pipeline.config.settings import ChannelsConfig
-from tests.servers import sample_alert
+from tests.support.servers import sample_alert
 
 EVIL = {
     "summary": "<!channel> @here <http://evil.example|click> <script>x</script>",
