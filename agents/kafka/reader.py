@@ -258,15 +258,22 @@ class Reader:
         if not self.lifecycle.current(generation):
             return
         self.next.clear()
+        replays = 0
         for tp in tps:
             position = resolve(plans[tp], int(earliest.get(tp) or 0), _name(tp))
+            replays += position.replay is not None
             self._seek(consumer, tp, position)
         await self._settle(generation)
         if self.before_reading is not None:
             await self.before_reading(self.lifecycle.partitions, lambda: self.lifecycle.current(generation))
         if self.lifecycle.positioned(generation):
             self.ready_since = time.time()
-            log.info("reading partitions %s of %d topics", partitions, len(self.input_topics) + 1)
+            log.info(
+                "ready: reading partitions %s of %d topics (%d replay their last recorded flush)",
+                partitions,
+                len(self.input_topics) + 1,
+                replays,
+            )
 
     async def _settle(self, generation: int) -> None:
         """Start reading no sooner than `settle_s` after the assignment (see `settle_time`)."""

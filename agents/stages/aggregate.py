@@ -209,7 +209,7 @@ class Stage2:
         if partition not in self.owned:
             self.owned.append(partition)
         self.caught_up.discard(partition)
-        log.info("partials %d: reading from %d", partition, position.offset)
+        log.debug("partials %d: reading from %d", partition, position.offset)
 
     def stop(self) -> None:
         """Forget the assignment (after a revocation, once the writes are drained)."""

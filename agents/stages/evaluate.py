@@ -171,7 +171,8 @@ class Evaluator:
             alert = transition.to_alert()
             sends.append(await self.log_writer.put(transition.fingerprint.encode(), alert, partition))
             metrics.transitions.labels(transition.state.value, transition.severity).inc()
-            log.info(
+            log.log(
+                logging.INFO if transition.state.value in ("firing", "resolved") else logging.DEBUG,
                 "alert %s %s %s -> %s on partition %d",
                 transition.rule,
                 transition.labels,

@@ -198,7 +198,7 @@ class Stage1:
         if position.replay is not None:
             self.metrics.replays.inc()
             replay = position.replay
-            log.info(
+            log.debug(
                 "%s: replaying its last recorded flush [%d, %d] from %d",
                 _name(tp),
                 replay.first,
@@ -206,7 +206,7 @@ class Stage1:
                 position.offset,
             )
         else:
-            log.info("%s: reading from %d", _name(tp), position.offset)
+            log.debug("%s: reading from %d", _name(tp), position.offset)
 
     def position(self, tp: TopicPartition, offset: int) -> Position:
         """The position of a partition being read at `offset` (with what it still has to replay)."""

@@ -138,6 +138,7 @@ class WorkerConfig(_Section):
     log_format: Literal["text", "json"] = "text"
     log_file: str | None = None
     error_log_file: str | None = None
+    verbose: bool = False
     environment: str = "development"
 
     @field_validator("log_level")
@@ -564,6 +565,7 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("PULSE_DATA_DIR", ("worker", "data_dir"), "directory for worker-local state"),
     EnvVar("PULSE_LOG_LEVEL", ("worker", "log_level"), "debug, info, warning or error"),
     EnvVar("PULSE_LOG_FORMAT", ("worker", "log_format"), "text, or json (the guide's structured logs)"),
+    EnvVar("PULSE_LOG_VERBOSE", ("worker", "verbose"), "1: show Faust's and aiokafka's INFO records too"),
     EnvVar("PULSE_LOG_FILE", ("worker", "log_file"), "also write every log line to this file"),
     EnvVar("PULSE_ERROR_LOG_FILE", ("worker", "error_log_file"), "also write errors to this file"),
     EnvVar("PULSE_ENVIRONMENT", ("worker", "environment"), "environment name in logs and health"),
@@ -699,7 +701,7 @@ def _env_overlay(data: dict[str, Any], env: Mapping[str, str]) -> dict[tuple[str
             value = _secret_from_file(var, env)
         if value is None or value == "":
             continue
-        if var.path == ("broker", "embedded"):
+        if var.path in (("broker", "embedded"), ("worker", "verbose")):
             parsed: Any = value.strip().lower() in ("1", "true", "yes", "on")
         else:
             parsed = value

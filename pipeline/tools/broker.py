@@ -72,9 +72,11 @@ class EmbeddedBroker:
             "memory://tansu/",
         ]
 
-    def start(self, timeout: float = 20.0, stdout: int | None = subprocess.DEVNULL) -> None:
-        """Start the broker and wait until it answers Kafka requests."""
-        self.proc = spawn(self.argv(), stdout=stdout, stderr=subprocess.STDOUT)
+    def start(
+        self, timeout: float = 20.0, stdout: int | None = subprocess.DEVNULL, own_group: bool = False
+    ) -> None:
+        """Start the broker and wait until it answers Kafka requests (`own_group`: see `spawn`)."""
+        self.proc = spawn(self.argv(), stdout=stdout, stderr=subprocess.STDOUT, own_group=own_group)
         proc = self.proc
         if not wait_for_port(HOST, self.port, timeout, alive=lambda: proc.poll() is None):
             code = proc.poll()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import logging.config
 import os
 import signal
 import subprocess
@@ -21,6 +22,12 @@ from pipeline.config.settings import Config, load_config, secret_text
 from pipeline.errors import PulseError
 
 EXIT_SHUTDOWN_TIMEOUT = 75
+
+
+class Unreachable(click.ClickException):
+    """A client command could not reach Kafka or a worker: one line says what, from where, what to do."""
+
+    exit_code = 2
 
 
 def _config() -> Config:
@@ -41,8 +48,11 @@ SHUTDOWN_GRACE = 15.0
 
 
 @main.command()
-def worker() -> None:
+@click.option("-v", "--verbose", is_flag=True, help="also show Faust's and aiokafka's INFO records")
+def worker(verbose: bool) -> None:
     """Run one worker against PULSE_BROKER_URL (run several to scale out)."""
+    if verbose:
+        os.environ["PULSE_LOG_VERBOSE"] = "1"
     config = _config()
     from faust.worker import Worker
 
@@ -56,17 +66,21 @@ def worker() -> None:
             super()._schedule_shutdown(signal)
 
     from agents.app import Pulse, tune_gc
+    from pipeline.tools.logs import logging_config
     from pipeline.tools.topics import ensure_topics
 
-    logging.basicConfig(level=config.worker.log_level.upper())
+    logging.config.dictConfig(logging_config(config))
     try:
         pulse = Pulse(config)
         asyncio.run(ensure_topics(config, pulse.all_topic_names()))
     except PulseError as exc:
         raise click.ClickException(str(exc)) from None
+    from pipeline.tools.banner import banner
+
+    for line in banner(config, pulse.rules, os.getpid()):
+        click.echo(line, err=True)
     level = {"warning": "warn", "critical": "crit"}.get(config.worker.log_level, config.worker.log_level)
     sys.argv = [sys.argv[0], "worker"]
-    from pipeline.tools.logs import logging_config
 
     runner = GuardedWorker(
         pulse.app, loglevel=level, quiet=True, redirect_stdouts=False, logging_config=logging_config(config)
@@ -110,11 +124,14 @@ def broker(port: int | None) -> None:
 
 @main.command()
 @click.option("--demo", is_flag=True, help="also run the traffic simulator")
-def up(demo: bool) -> None:
+@click.option("-v", "--verbose", is_flag=True, help="also show Faust's and aiokafka's INFO records")
+def up(demo: bool, verbose: bool) -> None:
     """Start the embedded broker, a worker and its web server on http://127.0.0.1:6066."""
     from pipeline.tools.procs import port_is_free
     from pipeline.tools.supervisor import up as run_up
 
+    if verbose:
+        os.environ["PULSE_LOG_VERBOSE"] = "1"  # the worker it starts inherits it
     config = _config()
     if not port_is_free(config.web.host, config.web.port):
         raise click.ClickException(
@@ -122,7 +139,7 @@ def up(demo: bool) -> None:
             "PULSE_WEB_PORT to another port"
         )
     try:
-        code = run_up(demo, config.web.port, echo=click.echo)
+        code = run_up(demo, config, echo=click.echo)
     except PulseError as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(code)
@@ -141,19 +158,30 @@ def up(demo: bool) -> None:
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def simulate(scenario: str, rate: float, duration: float, seed: int | None, quiet: bool) -> None:
     """Publish realistic synthetic O4O traffic to PULSE_BROKER_URL."""
+    from aiokafka.errors import KafkaError
+
+    from agents.kafka.transport import client_security
+    from pipeline.tools import endpoint
     from pipeline.tools.simulate import run
 
     config = _config()
-    bootstrap = ",".join(config.broker.bootstrap_servers())
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its connection errors: said once, below
+    target = endpoint.broker(config)
+    broker = config.broker.model_copy(update={"url": target.url})
+    click.echo(f"simulate: publishing to {target.url} (from {target.source})", err=True)
+    bootstrap = ",".join(broker.bootstrap_servers())
     try:
-        from agents.kafka.transport import client_security
-
-        security = client_security(config.broker)
+        security = client_security(broker)
         sent = asyncio.run(
             run(bootstrap, config.topics.prefix, scenario, rate, duration, not quiet, seed, security)
         )
     except KeyboardInterrupt:
         return
+    except (KafkaError, OSError) as exc:
+        raise Unreachable(
+            f"cannot reach the Kafka broker at {target.url} (from {target.source}): {exc}; start one with "
+            "`pulse up` (or `make demo`), or set PULSE_BROKER_URL"
+        ) from None
     click.echo(f"sent {sent} events ({scenario})", err=True)
 
 
@@ -237,6 +265,16 @@ def rules_test(files: tuple[str, ...]) -> None:
         sys.exit(1)
 
 
+@rules.command("list")
+@click.option("--url", default=None, help="a worker's base URL")
+def rules_list(url: str | None) -> None:
+    """List the rules the running pipeline evaluates."""
+    data = _api("GET", "/api/v1/rules", url=url)["data"]
+    click.echo(f"{len(data['rules'])} rules from {data['source']}")
+    for rule in data["rules"]:
+        click.echo(f"  {rule['name']:28} {rule.get('severity', ''):8} {rule.get('metric') or 'heartbeat'}")
+
+
 @main.command()
 @click.option("--url", default=None, help="a worker's base URL; default: http://127.0.0.1:$PULSE_WEB_PORT")
 @click.option("--history", is_flag=True, help="show recent transitions instead of active alerts")
@@ -268,8 +306,13 @@ def _api(method: str, path: str, body: dict[str, Any] | None = None, url: str | 
     import urllib.error
     import urllib.request
 
+    from pipeline.tools import endpoint
+
     config = _config()
-    base = url or f"http://127.0.0.1:{config.web.port}"
+    target = endpoint.web(config, url)
+    base = target.url
+    if target.source != "--url":
+        click.echo(f"using the worker at {base} (from {target.source})", err=True)
     if not base.startswith(("http://", "https://")):
         raise click.BadParameter(f"{base!r}: give an http:// or https:// URL", param_hint="--url")
     headers = {"Content-Type": "application/json"}
@@ -288,7 +331,11 @@ def _api(method: str, path: str, body: dict[str, Any] | None = None, url: str | 
             reason = exc.reason
         raise click.ClickException(f"{method} {path}: HTTP {exc.code}: {reason}") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise click.ClickException(f"cannot reach {base}: {exc}") from None
+        reason = getattr(exc, "reason", exc)
+        raise Unreachable(
+            f"cannot reach a worker at {base} (from {target.source}): {reason}; start one with `pulse up` "
+            "or `pulse worker`, or give its address with --url"
+        ) from None
 
 
 @main.group()

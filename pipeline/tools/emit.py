@@ -57,8 +57,12 @@ class Emitter:
         self.sent_messages = 0
 
     async def start(self) -> None:
-        """Connect to the broker."""
-        await self._producer.start()
+        """Connect to the broker (a failed start leaves nothing open)."""
+        try:
+            await self._producer.start()
+        except BaseException:
+            await self._producer.stop()
+            raise
 
     async def stop(self) -> None:
         """Send what is pending, wait for delivery, disconnect."""

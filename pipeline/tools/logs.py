@@ -45,16 +45,38 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(body, default=str).decode()
 
 
+LIBRARIES = ("faust", "mode", "aiokafka", "kafka", "slack_sdk", "aiosmtplib", "agents.kafka.transport")
+"""Loggers whose INFO records are the libraries' business, not an operator's (the Faust services that
+`agents.kafka.transport` subclasses log their start-ups under that module's name)."""
+
+
+class QuietLibraries(logging.Filter):
+    """Keep the libraries' INFO and DEBUG records off the console; their warnings and errors pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Whether the record goes to the console."""
+        if record.levelno >= logging.WARNING:
+            return True
+        name = record.name
+        return not any(name == lib or name.startswith(lib + ".") for lib in LIBRARIES)
+
+
 def logging_config(config: Config) -> dict[str, Any]:
-    """The dictConfig of a worker: console in the configured format, optional combined and error files."""
+    """The dictConfig of a worker: console in the configured format, optional combined and error files.
+
+    A text console is calm: Faust's and aiokafka's INFO records (service start-ups, recovery tables)
+    are left out unless `worker.verbose` (`-v`) or the debug level asks for them. JSON logs and the
+    log files keep every record at the configured level.
+    """
     cfg = config.worker
     level = {"warn": "WARNING"}.get(cfg.log_level, cfg.log_level.upper())
     json_formatter = {"()": JsonFormatter, "environment": cfg.environment}
     text_formatter = {"format": "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"}
     formatters = {"json": json_formatter, "text": text_formatter}
-    handlers: dict[str, Any] = {
-        "console": {"class": "logging.StreamHandler", "formatter": cfg.log_format, "level": level}
-    }
+    console: dict[str, Any] = {"class": "logging.StreamHandler", "formatter": cfg.log_format, "level": level}
+    if cfg.log_format == "text" and not cfg.verbose and level != "DEBUG":
+        console["filters"] = ["quiet_libraries"]
+    handlers: dict[str, Any] = {"console": console}
     if cfg.log_file:
         handlers["combined"] = {"class": "logging.FileHandler", "filename": cfg.log_file, "formatter": "json"}
     if cfg.error_log_file:
@@ -68,6 +90,7 @@ def logging_config(config: Config) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": formatters,
+        "filters": {"quiet_libraries": {"()": QuietLibraries}},
         "handlers": handlers,
         "root": {"level": level, "handlers": list(handlers)},
     }

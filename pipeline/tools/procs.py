@@ -46,11 +46,14 @@ def spawn(
     env: Mapping[str, str] | None = None,
     stdout: int | None = None,
     stderr: int | None = None,
+    own_group: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Start a child that is killed if this process dies, even by SIGKILL.
 
     Linux sends the parent death signal when the *thread* that forked the child ends: call this from
-    the main thread or another thread that lives as long as the child should.
+    the main thread or another thread that lives as long as the child should. With `own_group` the
+    child has a process group of its own, so a terminal's Ctrl-C (SIGINT to the foreground group)
+    reaches only this process, which stops its children in order.
     """
     return subprocess.Popen(
         list(argv),
@@ -58,6 +61,7 @@ def spawn(
         stdout=stdout,
         stderr=stderr,
         preexec_fn=_die_with(os.getpid()),
+        process_group=0 if own_group else None,
     )
 
 

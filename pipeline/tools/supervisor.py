@@ -7,12 +7,15 @@ up` exits non-zero. Children get PR_SET_PDEATHSIG(SIGKILL), so even a SIGKILL of
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
 from types import FrameType
 
+from pipeline.config.settings import Config
+from pipeline.tools import endpoint
 from pipeline.tools.broker import EmbeddedBroker
 from pipeline.tools.procs import child_env, python_argv, spawn, stop, wait_for_port
 
@@ -79,12 +82,15 @@ class Supervisor:
             stop(child.proc, timeout=max(0.2, min(grace, left)))
 
 
-def up(demo: bool, port: int, echo: object = print) -> int:
+def up(demo: bool, config: Config, echo: object = print) -> int:
     """Run broker + worker (+ simulator); return the exit code."""
     say = echo if callable(echo) else print
+    port = config.web.port
     supervisor = Supervisor()
     broker = EmbeddedBroker()
-    broker.start()
+    # Every child in a process group of its own: a terminal's Ctrl-C reaches only `pulse up`, which
+    # stops the simulator, then the worker (its graceful shutdown needs the broker), then the broker.
+    broker.start(own_group=True)
     assert broker.proc is not None
     supervisor.add("broker", broker.proc)
     say(f"broker   {broker.url} (embedded Tansu, in memory)")
@@ -94,13 +100,16 @@ def up(demo: bool, port: int, echo: object = print) -> int:
         PULSE_WEB_PORT=str(port),
     )
     try:
-        worker = spawn(python_argv("worker"), env=env)
+        worker = spawn(python_argv("worker"), env=env, own_group=True)
         supervisor.add("worker", worker)
         if not wait_for_port("127.0.0.1", port, 60, alive=lambda: worker.poll() is None):
             say("worker did not start its web server; stopping")
             supervisor.stop_all()
             return 1
         say(f"worker   http://127.0.0.1:{port}/  (metrics: /metrics, health: /health)")
+        web_url = f"http://127.0.0.1:{port}"
+        recorded = endpoint.write(config, endpoint.Endpoint(broker.url, web_url, os.getpid()))
+        say(f"recorded {recorded}: `pulse simulate`, `pulse alerts` and `pulse silence` find this pipeline")
         if demo:
             sim = spawn(
                 python_argv(
@@ -114,6 +123,7 @@ def up(demo: bool, port: int, echo: object = print) -> int:
                     "--quiet",
                 ),
                 env=env,
+                own_group=True,
             )
             supervisor.add("simulator", sim)
             say("simulator steady traffic, 200 events/s")
@@ -122,5 +132,7 @@ def up(demo: bool, port: int, echo: object = print) -> int:
     except BaseException:
         supervisor.stop_all()
         raise
+    finally:
+        endpoint.remove(config, os.getpid())
     say(f"stopped ({supervisor.reason or 'done'})")
     return code
