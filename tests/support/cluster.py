@@ -90,6 +90,7 @@ class Cluster:
                 "PULSE_PARTITIONS": str(self.partitions),
                 "PULSE_DATA_DIR": str(self.tmp / "data"),
                 "PULSE_LOG_LEVEL": "info",
+                "PULSE_LOG_VERBOSE": "1",  # Faust's recovery lines too: the logs tests keep and read
                 "PYTHONPATH": str(REPO),
             }
         )
