@@ -20,9 +20,9 @@ Versions. Every record carries its format version under the key `V`; records wri
 carried versions have none and are format 1, which this version still reads (the layouts are the
 same). A record of a format this worker cannot read stops the worker with a `StoredFormatError`
 that names the record, where it was found, and the migration: run the workers of the version that
-wrote it, or replay the topics from the events after `pulse` is upgraded (see the README, "Stored
-formats"). Bump `CURRENT` when a layout changes, keep reading the previous one in `upgrade`, and add
-the previous layout to `tests/unit/test_records.py`.
+wrote it, or replay the topics from the events after `pulse` is upgraded (see
+docs/how-it-works.md, "Stored formats"). Bump `CURRENT` when a layout changes, keep reading the
+previous one in `upgrade`, and add the previous layout to `tests/unit/test_records.py`.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class Record(msgspec.Struct, frozen=True, omit_defaults=True):
 
 MIGRATION = (
     "run the pulse version that wrote it, or reset the pipeline's internal topics and tables and "
-    "replay the events (README, 'Stored formats')"
+    "replay the events (docs/how-it-works.md, 'Stored formats')"
 )
 
 
@@ -252,7 +252,7 @@ class AlertStateRecord(Record, frozen=True, rename={
 
 class AlertRecord(Record, frozen=True):
     """One alert transition, as published on the `alerts` topic (the public contract: the guide's
-    Alert fields plus identity and lifecycle; the README documents every field)."""
+    Alert fields plus identity and lifecycle; docs/notifications.md documents every field)."""
 
     NAME: ClassVar[str] = "alert"
     id: str

@@ -1,6 +1,6 @@
 """One typed, strict configuration: YAML file (PULSE_CONFIG) overlaid by PULSE_* environment variables.
 
-Every setting is listed in `ENV_VARS` and in the README's configuration reference. Unknown keys are
+Every setting is listed in `ENV_VARS` and in docs/configuration.md. Unknown keys are
 errors; secrets are redacted whenever the config is shown.
 """
 
