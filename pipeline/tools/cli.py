@@ -24,6 +24,10 @@ from pipeline.errors import PulseError
 EXIT_SHUTDOWN_TIMEOUT = 75
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 class Unreachable(click.ClickException):
     """A client command could not reach Kafka or a worker: one line says what, from where, what to do."""
 
@@ -169,6 +173,7 @@ def simulate(scenario: str, rate: float, duration: float, seed: int | None, quie
     target = endpoint.broker(config)
     broker = config.broker.model_copy(update={"url": target.url})
     click.echo(f"simulate: publishing to {target.url} (from {target.source})", err=True)
+    signal.signal(signal.SIGTERM, _interrupt)  # stopped by `pulse up`: end like Ctrl-C, exit 0
     bootstrap = ",".join(broker.bootstrap_servers())
     try:
         security = client_security(broker)

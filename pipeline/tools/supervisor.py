@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 
@@ -39,6 +40,7 @@ class Supervisor:
     children: list[Child] = field(default_factory=list)
     stopping: bool = False
     reason: str = ""
+    say: Callable[[str], object] = print
 
     def add(self, name: str, proc: subprocess.Popen[bytes]) -> None:
         """Watch a started child."""
@@ -79,14 +81,17 @@ class Supervisor:
             child = remaining.pop(0)
             left = deadline - time.monotonic() - len(remaining) * 1.0
             grace = 6.0 if child.name == "worker" else 3.0
-            stop(child.proc, timeout=max(0.2, min(grace, left)))
+            was_running = child.proc.poll() is None
+            code = stop(child.proc, timeout=max(0.2, min(grace, left)))
+            if was_running:
+                self.say(f"{child.name:<9} stopped (exit code {code})")
 
 
 def up(demo: bool, config: Config, echo: object = print) -> int:
     """Run broker + worker (+ simulator); return the exit code."""
     say = echo if callable(echo) else print
     port = config.web.port
-    supervisor = Supervisor()
+    supervisor = Supervisor(say=say)
     broker = EmbeddedBroker()
     # Every child in a process group of its own: a terminal's Ctrl-C reaches only `pulse up`, which
     # stops the simulator, then the worker (its graceful shutdown needs the broker), then the broker.
