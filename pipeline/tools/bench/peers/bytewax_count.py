@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -42,24 +41,17 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 WAIT = timedelta(seconds=60)
 
 
-class Counter:
+class Counter(peer_common.Measure):
     """Timing and the window counts that reach the output."""
 
     def __init__(self, expect: int) -> None:
-        self.expect = expect
-        self.first = 0.0
-        self.last = 0.0
-        self.cpu_first = 0.0
-        self.cpu_last = 0.0
-        self.total = 0
-        self.late = 0
+        super().__init__(expect)
         self.windows: dict[int, int] = {}
 
     def timestamp(self, item: tuple[str, dict[str, Any]]) -> datetime:
         """EventClock ts_getter: the event's `ts`; notes the first event."""
         if not self.first:
-            self.first = time.perf_counter()
-            self.cpu_first = time.process_time()
+            self.start_clock()
         return datetime.fromtimestamp(item[1]["ts"] / 1000, tz=UTC)
 
     def closed(self, items: list[tuple[str, tuple[int, int]]]) -> None:
@@ -69,8 +61,7 @@ class Counter:
             self.windows[start] = self.windows.get(start, 0) + count
             self.total += count
         if self.total >= self.expect and not self.last:
-            self.last = time.perf_counter()
-            self.cpu_last = time.process_time()
+            self.stop_clock()
 
     def dropped(self, items: list[Any]) -> None:
         """Late events (there must be none)."""
@@ -78,17 +69,10 @@ class Counter:
 
     def report(self) -> dict[str, Any]:
         """The one-line report."""
-        seconds = self.last - self.first if self.first and self.last else 0.0
-        return {
-            "peer": "bytewax",
-            "events": self.total,
-            "seconds": seconds,
-            "eps": self.total / seconds if seconds > 0 else 0.0,
-            "cpu_seconds": self.cpu_last - self.cpu_first if self.last else 0.0,
-            "late": self.late,
-            "windows": {str(start): count for start, count in sorted(self.windows.items())},
-            "timing": "first event -> window counts sum to expect (emitted at the end of the input)",
-        }
+        windows = {str(start): count for start, count in sorted(self.windows.items())}
+        timing = "first event -> window counts sum to expect (emitted at the end of the input)"
+        report: dict[str, Any] = self.summary("bytewax", windows, timing)
+        return report
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

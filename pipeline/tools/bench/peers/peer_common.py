@@ -1,4 +1,4 @@
-"""What both `pulse bench` peers share: their command line and their hard timeout.
+"""What both `pulse bench` peers share: their command line, their hard timeout and what they measure.
 
 Imported by path (`pipeline/tools/bench/peers/` is the script's own directory), since the peers run in
 their own virtual environment without the project's packages.
@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import threading
+import time
 from typing import Any
 
 
@@ -45,3 +46,46 @@ def finish(name: str, report: dict[str, Any], out: str, expect: int) -> int:
         print(f"{name}: counted {report['events']} events, expected {expect}", file=sys.stderr)
         return 1
     return 0
+
+
+class Measure:
+    """The events a peer counted into windows, and the wall and CPU time from its first event to the
+    moment its counts reach `expect`. A peer's counter subclasses it and adds its own window counts.
+
+    The per-event checks (`if not self.first`, `if self.total >= self.expect and not self.last`) stay
+    inline in the peers, so that these calls happen once per run and the peers pay nothing per event.
+    """
+
+    def __init__(self, expect: int) -> None:
+        self.expect = expect
+        self.first = 0.0
+        self.last = 0.0
+        self.cpu_first = 0.0
+        self.cpu_last = 0.0
+        self.total = 0
+        self.late = 0
+
+    def start_clock(self) -> None:
+        """The first event."""
+        self.first = time.perf_counter()
+        self.cpu_first = time.process_time()
+
+    def stop_clock(self) -> None:
+        """The counts have reached `expect`."""
+        self.last = time.perf_counter()
+        self.cpu_last = time.process_time()
+
+    def summary(self, peer: str, windows: dict[str, int], timing: str, **extra: Any) -> dict[str, Any]:
+        """The one-line report of the peer's `report()`; `extra` follows `events`."""
+        seconds = self.last - self.first if self.first and self.last else 0.0
+        return {
+            "peer": peer,
+            "events": self.total,
+            **extra,
+            "seconds": seconds,
+            "eps": self.total / seconds if seconds > 0 else 0.0,
+            "cpu_seconds": self.cpu_last - self.cpu_first if self.last else 0.0,
+            "late": self.late,
+            "windows": windows,
+            "timing": timing,
+        }

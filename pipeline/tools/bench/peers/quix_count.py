@@ -61,27 +61,20 @@ CONSUMER_CONFIG: dict[str, Any] = {"session.timeout.ms": 10_000}
 IDLE_S = 30.0
 
 
-class Counter:
+class Counter(peer_common.Measure):
     """Timing and the window counts seen on the output of the windows."""
 
     def __init__(self, expect: int, stop: Any, context: Any = None) -> None:
-        self.expect = expect
+        super().__init__(expect)
         self.stop = stop
         self.context = context  # quixstreams.context.message_context
-        self.first = 0.0
-        self.last = 0.0
-        self.cpu_first = 0.0
-        self.cpu_last = 0.0
-        self.total = 0
         self.updates = 0
-        self.late = 0
         self.cells: dict[tuple[Any, int, int], int] = {}
 
     def timestamp(self, value: Any, headers: Any, timestamp: int, timestamp_type: Any) -> int:
         """Quix timestamp extractor: the event's JSON `ts` (epoch ms); notes the first event."""
         if not self.first:
-            self.first = time.perf_counter()
-            self.cpu_first = time.process_time()
+            self.start_clock()
         return int(value["ts"])
 
     def window_update(self, value: Any, key: Any, timestamp: int, headers: Any) -> None:
@@ -92,8 +85,7 @@ class Counter:
         self.cells[cell] = count
         self.updates += 1
         if self.total >= self.expect and not self.last:
-            self.last = time.perf_counter()
-            self.cpu_last = time.process_time()
+            self.stop_clock()
             self.stop()
 
     def on_late(self, *args: Any, **kwargs: Any) -> bool:
@@ -103,21 +95,12 @@ class Counter:
 
     def report(self) -> dict[str, Any]:
         """The one-line report."""
-        seconds = self.last - self.first if self.first and self.last else 0.0
         windows: dict[str, int] = {}
         for (_, _, start), count in sorted(self.cells.items(), key=lambda item: item[0][2]):
             windows[str(start)] = windows.get(str(start), 0) + count
-        return {
-            "peer": "quix",
-            "events": self.total,
-            "updates": self.updates,
-            "seconds": seconds,
-            "eps": self.total / seconds if seconds > 0 else 0.0,
-            "cpu_seconds": self.cpu_last - self.cpu_first if self.last else 0.0,
-            "late": self.late,
-            "windows": windows,
-            "timing": "first event -> window counts sum to expect",
-        }
+        timing = "first event -> window counts sum to expect"
+        report: dict[str, Any] = self.summary("quix", windows, timing, updates=self.updates)
+        return report
 
 
 def _tansu_retention(topic: Any) -> None:
