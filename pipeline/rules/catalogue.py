@@ -13,14 +13,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from pipeline.readout.names import (
-    LATENCY_METRICS,
-    QUANTILES,
-    STATE_FAMILIES,
-    TOTAL_FAMILIES,
-    WINDOW_METRICS,
-    Family,
-)
+from pipeline.readout import names
 from pipeline.state.series import KINDS
 
 WINDOW = "window"
@@ -67,13 +60,13 @@ class MetricInfo:
 
 def _build() -> dict[str, MetricInfo]:
     infos: dict[str, MetricInfo] = {}
-    for metric in WINDOW_METRICS:
+    for metric in names.WINDOW_METRICS:
         infos[metric.name] = MetricInfo(metric.name, KINDS[metric.kind].labels, windowed=True)
-    for kind, (name, _help) in LATENCY_METRICS.items():
+    for kind, (name, _help) in names.LATENCY_METRICS.items():
         infos[name] = MetricInfo(name, KINDS[kind].labels, windowed=True, latency=True)
-    for name, _help in STATE_FAMILIES:
+    for name, _help in names.STATE_FAMILIES:
         infos[name] = MetricInfo(name, _FAMILY_LABELS.get(name))
-    for name, kind, _help in TOTAL_FAMILIES:
+    for name, kind, _help in names.TOTAL_FAMILIES:
         labels = _FAMILY_LABELS.get(name)
         if kind != "histogram":
             infos[name] = MetricInfo(name, labels)
@@ -112,7 +105,7 @@ def quantile_label(quantile: float) -> str:
     return f"{quantile:g}"
 
 
-LATENCY_QUANTILES: tuple[float, ...] = QUANTILES
+LATENCY_QUANTILES: tuple[float, ...] = names.QUANTILES
 
 Sample = tuple[Mapping[str, str], float]
 
@@ -124,7 +117,7 @@ class Snapshot:
     samples: Mapping[str, Sequence[Sample]]
 
     @classmethod
-    def from_families(cls, families: Iterable[Family]) -> Snapshot:
+    def from_families(cls, families: Iterable[names.Family]) -> Snapshot:
         """Collect the samples of exported families, suffixed ones (histogram _bucket etc) as name+suffix."""
         samples: dict[str, list[Sample]] = {}
         for family in families:
