@@ -142,8 +142,8 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:
-    """Replace a small JSON file atomically (the bench polls it)."""
-    tmp = path.with_suffix(".tmp")
+    """Replace a small JSON file atomically (the bench polls it; its `total-*` glob skips dotfiles)."""
+    tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(orjson.dumps(data))
     os.replace(tmp, path)
 
