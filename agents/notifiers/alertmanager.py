@@ -6,9 +6,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from agents.notifiers.base import Notification, Notifier, Outcome, is_resolved, now_rfc3339
+from agents.notifiers.base import Notification, Notifier, Outcome, Probe, is_resolved, now_rfc3339
 from agents.notifiers.webhook import generator_url
-from pipeline.config.settings import ChannelsConfig
+from pipeline.config.settings import ChannelsConfig, shown_url
 
 _BAD_NAME_CHARS = re.compile(r"[^A-Za-z0-9_]")
 
@@ -52,3 +52,13 @@ class AlertmanagerNotifier(Notifier):
         body = [posted_alert(alert, notification.external_url) for alert in notification.alerts]
         url = f"{str(self.config.alertmanager.url).rstrip('/')}/api/v2/alerts"
         return await self.post(url, "alertmanager", json=body)
+
+    def shown_target(self) -> str:
+        """The Alertmanager's base URL (a password in it masked)."""
+        return shown_url(str(self.config.alertmanager.url))
+
+    async def probe(self) -> Probe:
+        """GET /-/ready, which every Alertmanager answers with 200 once it can take alerts."""
+        url = f"{str(self.config.alertmanager.url).rstrip('/')}/-/ready"
+        hint = "no Alertmanager ready there: check PULSE_ALERTMANAGER_URL (its base URL, without /api/v2)"
+        return await self.probe_http(url, "GET", what="GET /-/ready", only_2xx=hint)

@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 DELIVERED = "delivered"
 RETRY = "retry"
 FAILED = "failed"
+OK = "ok"
+BROKEN = "broken"
+SKIPPED = "skipped"
+"""What `pulse check` found: a channel that answers, one that does not, or one it cannot test."""
 USER_AGENT = "o4o-pulse"
 _BODY_EXCERPT = 200
 
@@ -68,6 +72,15 @@ class Outcome:
         return self.kind == DELIVERED
 
 
+@dataclass(frozen=True)
+class Probe:
+    """What a channel's check found, without sending a notification: OK, BROKEN or SKIPPED."""
+
+    status: str
+    target: str  # where it connected, without secrets
+    detail: str = ""
+
+
 class Notifier(abc.ABC):
     """One channel: renders a notification in its wire format and makes one delivery attempt."""
 
@@ -85,6 +98,49 @@ class Notifier(abc.ABC):
     @abc.abstractmethod
     async def send(self, notification: Notification) -> Outcome:
         """Make one delivery attempt; delivery problems become an Outcome, never an exception."""
+
+    def shown_target(self) -> str:
+        """Where the channel connects, for `pulse check`; no secret."""
+        return self.channel
+
+    async def probe(self) -> Probe:
+        """Check that the channel can be reached without sending a notification (`pulse check`)."""
+        return Probe(SKIPPED, self.shown_target(), "skipped: this channel has no check that does not send")
+
+    async def probe_http(
+        self,
+        url: str,
+        method: str = "HEAD",
+        *,
+        what: str | None = None,
+        refused: Mapping[int, str] | None = None,
+        only_2xx: str | None = None,
+        **kwargs: Any,
+    ) -> Probe:
+        """Ask `url` once, following no redirect. Any answer below 500 proves that the server answers
+        (a 404 or 405 to HEAD too), except the statuses in `refused`, which mean that the setting their
+        hint names is wrong; with `only_2xx` (a hint), every answer but 2xx means that."""
+        target, what = self.shown_target(), what or method
+        try:
+            async with self.session().request(method, url, allow_redirects=False, **kwargs) as response:
+                status = response.status
+        except aiohttp.InvalidURL:
+            return Probe(BROKEN, target, f"{what}: invalid URL")
+        except TimeoutError:
+            return Probe(BROKEN, target, f"{what}: no answer within {self.config.timeout:g}s")
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            return Probe(BROKEN, target, redact(f"{what}: {describe(exc)}", self.config))
+        answered = f"{what} answered HTTP {status}"
+        if status >= 500:
+            return Probe(BROKEN, target, f"{answered}: the server fails")
+        hint = (refused or {}).get(status)
+        if hint is None and only_2xx is not None and not 200 <= status < 300:
+            hint = only_2xx
+        if hint is not None:
+            return Probe(BROKEN, target, f"{answered}; {hint}")
+        if status >= 400:
+            return Probe(OK, target, f"{answered} (the server answers; only a notification tests the rest)")
+        return Probe(OK, target, answered)
 
     async def close(self) -> None:
         """Release the HTTP session."""
@@ -118,6 +174,18 @@ class Notifier(abc.ABC):
     def outcome(self, kind: str, reason: str = "", **kwargs: Any) -> Outcome:
         """Build an Outcome whose reason has every secret of the config redacted."""
         return Outcome(kind, redact(reason, self.config), **kwargs)
+
+
+def hidden_url(url: str) -> str:
+    """A URL whose path or credentials are its secret, shown as scheme://host:port/*** only."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return "***"
+    if not parts.scheme or not host:
+        return "***"
+    return f"{parts.scheme}://{host}{f':{port}' if port else ''}/***"
 
 
 def is_resolved(alert: Mapping[str, Any]) -> bool:

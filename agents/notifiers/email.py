@@ -12,12 +12,15 @@ from typing import Any
 import aiosmtplib
 
 from agents.notifiers.base import (
+    BROKEN,
     DELIVERED,
     FAILED,
+    OK,
     RETRY,
     Notification,
     Notifier,
     Outcome,
+    Probe,
     describe,
     group_severity,
     headline,
@@ -139,46 +142,72 @@ class EmailNotifier(Notifier):
 
     async def send(self, notification: Notification) -> Outcome:
         """Send the email in one SMTP session."""
-        email = self.config.email
         try:
-            refused, _ = await aiosmtplib.send(
-                build_message(notification, self.config),
-                hostname=email.smtp_host,
-                port=email.smtp_port,
-                username=email.smtp_user,
-                password=secret_text(email.smtp_password) if email.smtp_user else None,
-                use_tls=email.tls == "implicit",
-                start_tls={"starttls": True, "implicit": False, "none": False}[email.tls],
-                tls_context=self._tls_context(),
-                timeout=self.config.timeout,
-            )
+            message = build_message(notification, self.config)
+            refused, _ = await aiosmtplib.send(message, **self._session_options())
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [error.code for error in exc.recipients]
             kind = RETRY if any(400 <= code < 500 for code in codes) else FAILED
             return self.outcome(kind, f"smtp: every recipient refused ({', '.join(map(str, codes))})")
-        except aiosmtplib.SMTPAuthenticationError as exc:
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            return self._failure(exc)
+        if refused:
+            log.warning("email: %d recipient(s) refused: %s", len(refused), redact(str(refused), self.config))
+        return Outcome(DELIVERED, meta={"refused": sorted(refused)} if refused else {})
+
+    def shown_target(self) -> str:
+        """host:port, the TLS mode and the SMTP user (never the password)."""
+        email = self.config.email
+        login = f", AUTH as {email.smtp_user}" if email.smtp_user else ""
+        return f"{email.smtp_host}:{email.smtp_port} ({email.tls}{login})"
+
+    async def probe(self) -> Probe:
+        """Connect, EHLO, STARTTLS or implicit TLS as configured, AUTH when a user is set, then QUIT;
+        never MAIL or DATA."""
+        try:
+            smtp = aiosmtplib.SMTP(**self._session_options())
+            await smtp.connect()  # the greeting, EHLO, STARTTLS and AUTH, as `send` does them
+            await smtp.quit()
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            return Probe(BROKEN, self.shown_target(), self._failure(exc).reason)
+        steps = {"starttls": "STARTTLS", "implicit": "TLS", "none": "no TLS"}[self.config.email.tls]
+        login = ", AUTH accepted" if self.config.email.smtp_user else ""
+        return Probe(OK, self.shown_target(), f"EHLO, {steps}{login}, QUIT (no message sent)")
+
+    def _session_options(self) -> dict[str, Any]:
+        """How to open the SMTP session: server, TLS mode, login and timeout."""
+        email = self.config.email
+        return {
+            "hostname": email.smtp_host,
+            "port": email.smtp_port,
+            "username": email.smtp_user,
+            "password": secret_text(email.smtp_password) if email.smtp_user else None,
+            "use_tls": email.tls == "implicit",
+            "start_tls": {"starttls": True, "implicit": False, "none": False}[email.tls],
+            "tls_context": self._tls_context(),
+            "timeout": self.config.timeout,
+        }
+
+    def _failure(self, exc: BaseException) -> Outcome:
+        """The outcome of a failed SMTP session, with the setting to change when no retry can help."""
+        if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
             reason = f"smtp: authentication refused ({exc.code} {one_line(exc.message, 200)})"
             return self.outcome(FAILED, f"{reason}; {HINT_AUTH}")
-        except aiosmtplib.SMTPResponseException as exc:
+        if isinstance(exc, aiosmtplib.SMTPResponseException):
             kind = FAILED if exc.code >= 500 else RETRY
             return self.outcome(kind, f"smtp: {exc.code} {one_line(exc.message, 200)}")
-        except ssl.SSLCertVerificationError as exc:
+        if isinstance(exc, ssl.SSLCertVerificationError):
             return self.outcome(FAILED, f"smtp: certificate not trusted: {describe(exc)}; {HINT_CERT}")
-        except ssl.SSLError as exc:  # e.g. implicit TLS against a plain port: no retry changes that
+        if isinstance(exc, ssl.SSLError):  # e.g. implicit TLS against a plain port: no retry changes that
             return self.outcome(FAILED, f"smtp: TLS handshake failed: {describe(exc)}; {HINT_TLS}")
-        except aiosmtplib.SMTPNotSupported as exc:
+        if isinstance(exc, aiosmtplib.SMTPNotSupported):
             return self.outcome(FAILED, f"smtp: {describe(exc)}")
-        except aiosmtplib.SMTPException as exc:
+        if isinstance(exc, aiosmtplib.SMTPException):
             if "STARTTLS" in str(exc):  # the server does not offer it: the setting is wrong, not the moment
                 return self.outcome(FAILED, f"smtp: the server does not offer STARTTLS; {HINT_TLS}")
             if isinstance(exc.__cause__, ssl.SSLError) or "WRONG_VERSION_NUMBER" in str(exc):
                 return self.outcome(FAILED, f"smtp: TLS handshake failed: {describe(exc)}; {HINT_TLS}")
-            return self.outcome(RETRY, f"smtp: {describe(exc)}")
-        except (OSError, TimeoutError) as exc:
-            return self.outcome(RETRY, f"smtp: {describe(exc)}")
-        if refused:
-            log.warning("email: %d recipient(s) refused: %s", len(refused), redact(str(refused), self.config))
-        return Outcome(DELIVERED, meta={"refused": sorted(refused)} if refused else {})
+        return self.outcome(RETRY, f"smtp: {describe(exc)}")
 
     def _tls_context(self) -> ssl.SSLContext | None:
         """A context trusting ca_file when one is configured; the system CAs otherwise."""

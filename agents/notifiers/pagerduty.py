@@ -14,12 +14,13 @@ from agents.notifiers.base import (
     Notification,
     Notifier,
     Outcome,
+    Probe,
     is_resolved,
     number,
     runbook,
 )
 from pipeline.alerting.text import clip, one_line
-from pipeline.config.settings import ChannelsConfig, secret_text
+from pipeline.config.settings import ChannelsConfig, secret_text, shown_url
 
 SEVERITY = {"critical": "critical", "high": "error", "medium": "warning", "low": "info"}
 SUMMARY_MAX = 1024
@@ -92,3 +93,11 @@ class PagerDutyNotifier(Notifier):
                 )
             sent += 1
         return Outcome(DELIVERED, meta={"sent": sent})
+
+    def shown_target(self) -> str:
+        """The Events API URL (the routing key is not part of it)."""
+        return shown_url(self.config.pagerduty.url)
+
+    async def probe(self) -> Probe:
+        """HEAD the Events API: it answers without an event; the routing key is checked only by one."""
+        return await self.probe_http(self.config.pagerduty.url)

@@ -13,23 +13,28 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from agents.notifiers.base import (
+    BROKEN,
     DELIVERED,
     FAILED,
+    OK,
     RETRY,
+    SKIPPED,
     Notification,
     Notifier,
     Outcome,
+    Probe,
     classify_http,
     describe,
     group_severity,
     headline,
+    hidden_url,
     number,
     parse_retry_after,
     redact,
     runbook,
 )
 from pipeline.alerting.text import clip, clip_escaped, one_line, slack_text
-from pipeline.config.settings import ChannelsConfig, secret_text
+from pipeline.config.settings import ChannelsConfig, secret_text, shown_url
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +167,31 @@ class SlackNotifier(Notifier):
             return self.outcome(RETRY, f"slack: {describe(exc)}")
         except SlackClientError as exc:
             return self.outcome(FAILED, f"slack: {describe(exc)}")
+
+    def shown_target(self) -> str:
+        """The Web API and its channel, or "incoming webhook" (the webhook's URL is its secret)."""
+        if self.uses_web_api:
+            return f"{shown_url(self.config.slack.api_url)} (Web API, {self.config.slack.channel})"
+        return f"incoming webhook {hidden_url(str(secret_text(self.config.slack.webhook_url)))}"
+
+    async def probe(self) -> Probe:
+        """`auth.test` with the bot token (it posts nothing); an incoming webhook cannot be tested."""
+        if not self.uses_web_api:
+            detail = "skipped: an incoming webhook cannot be tested without posting"
+            if self.config.slack.bot_token:
+                detail += " (PULSE_SLACK_BOT_TOKEN is not used without PULSE_SLACK_CHANNEL)"
+            return Probe(SKIPPED, self.shown_target(), detail)
+        try:
+            reply = await self.web().auth_test()
+        except SlackApiError as exc:
+            return Probe(BROKEN, self.shown_target(), self._api_error(exc).reason)
+        except (aiohttp.ClientError, TimeoutError, OSError, SlackClientError) as exc:
+            reason = redact(f"slack auth.test: {describe(exc)}", self.config)
+            return Probe(BROKEN, self.shown_target(), reason)
+        who = ", ".join(f"{key} {reply.get(key)}" for key in ("user", "team") if reply.get(key))
+        valid = f"the token is valid ({who})" if who else "the token is valid"
+        detail = f"auth.test: {valid}; the channel is checked only by a post"
+        return Probe(OK, self.shown_target(), redact(detail, self.config))
 
     async def _send_web(self, n: Notification) -> Outcome:
         client = self.web()

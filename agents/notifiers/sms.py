@@ -18,11 +18,31 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import aiohttp
 
-from agents.notifiers.base import DELIVERED, FAILED, RETRY, Notification, Notifier, Outcome, headline, number
+from agents.notifiers.base import (
+    DELIVERED,
+    FAILED,
+    RETRY,
+    Notification,
+    Notifier,
+    Outcome,
+    Probe,
+    headline,
+    hidden_url,
+    number,
+)
 from pipeline.alerting.text import one_line, sms_text
 from pipeline.config.settings import ChannelsConfig, secret_text
 
 _REMEMBERED_KEYS = 1024
+HINT_AUTH = (
+    "the API refused the credentials: check PULSE_SMS_TOKEN and channels.sms.account_sid (or the "
+    "credentials written in PULSE_SMS_URL)"
+)
+HINT_PATH = (
+    "the API has no such Messages resource: check channels.sms.account_sid and PULSE_SMS_URL (for "
+    "Twilio https://api.twilio.com/2010-04-01)"
+)
+"""What to change when the SMS API refuses the account's credentials, or has no such account."""
 
 
 def body(n: Notification, max_chars: int) -> str:
@@ -98,6 +118,18 @@ class SmsNotifier(Notifier):
             )
         bare = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
         return bare, aiohttp.encode_basic_auth(unquote(parts.username), unquote(parts.password or ""))
+
+    def shown_target(self) -> str:
+        """The API's host only: its URL is a secret, and may hold the credentials."""
+        return f"{hidden_url(self.target()[0])} ({len(self.config.sms.to)} number(s))"
+
+    async def probe(self) -> Probe:
+        """HEAD the Messages resource with the account's credentials: a refusal (401, 403) says they are
+        wrong, a 404 that the resource is not there; any other answer below 500 shows the API is
+        there. No message is created."""
+        url, authorization = self.target()
+        refused = {401: HINT_AUTH, 403: HINT_AUTH, 404: HINT_PATH}
+        return await self.probe_http(url, refused=refused, headers={"Authorization": authorization})
 
     def _combine(self, results: Mapping[str, Outcome], accepted: int, text: str) -> Outcome:
         meta: dict[str, Any] = {

@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 import orjson
 
-from agents.notifiers.base import Notification, Notifier, Outcome, is_resolved
+from agents.notifiers.base import Notification, Notifier, Outcome, Probe, hidden_url, is_resolved
 from pipeline.config.settings import ChannelsConfig, secret_text
 
 NOT_ENDED = "0001-01-01T00:00:00Z"  # what Alertmanager sends as endsAt of an alert that has not ended
@@ -107,3 +107,12 @@ class WebhookNotifier(Notifier):
         return await self.post(
             str(secret_text(self.config.webhook.url)), "webhook", data=body, headers=headers
         )
+
+    def shown_target(self) -> str:
+        """The host only: the URL's path may be its secret."""
+        signed = "signed" if self.config.webhook.signing_secret else "unsigned"
+        return f"{hidden_url(str(secret_text(self.config.webhook.url)))} ({signed})"
+
+    async def probe(self) -> Probe:
+        """HEAD the URL: any answer below 500 shows the receiver is there (the payload is not sent)."""
+        return await self.probe_http(str(secret_text(self.config.webhook.url)))

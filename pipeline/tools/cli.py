@@ -215,6 +215,33 @@ def bench(events: int, envelope: int, repeat: int, partitions: int) -> None:
     click.echo(orjson.dumps(result).decode())
 
 
+@main.command()
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="seconds each check may take",
+)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of the table")
+def check(timeout: float, as_json: bool) -> None:
+    """Check the config, the rules, the broker and every channel, without sending an alert.
+
+    Exit status 0 when everything works (skipped counts as fine), 1 when something is broken, 2 when
+    the config does not load (then nothing else can be checked).
+    """
+    from pipeline.tools.check import as_json as json_report
+    from pipeline.tools.check import exit_status, run, table
+
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its connection errors: one row says them
+    rows = run(timeout, echo=lambda line: click.echo(line, err=True))
+    click.echo(json_report(rows) if as_json else table(rows))
+    sys.exit(exit_status(rows))
+
+
+main.add_command(check, "doctor")
+
+
 @main.group()
 def rules() -> None:
     """Validate rules files and run rule unit tests."""

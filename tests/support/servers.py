@@ -194,7 +194,8 @@ def _basic_auth(request: Request) -> tuple[str, str] | None:
 
 
 class SlackServer(HttpServer):
-    """Slack's Web API (chat.postMessage, chat.update) and one incoming webhook, as Slack answers them."""
+    """Slack's Web API (auth.test, chat.postMessage, chat.update) and one incoming webhook, as Slack
+    answers them."""
 
     webhook_path = "/services/T000/B000/XXXXXXXXXXXXXXXXXXXXXXXX"
 
@@ -230,12 +231,19 @@ class SlackServer(HttpServer):
         method = request.path.removeprefix("/api/")
         if request.header("Authorization") != f"Bearer {self.token}":
             return _json({"ok": False, "error": "invalid_auth"})
+        if method == "auth.test":
+            return self._auth_test()
         args = self._args(request)
         if method == "chat.postMessage":
             return self._post(args)
         if method == "chat.update":
             return self._update(args)
         return _json({"ok": False, "error": "unknown_method"}, 404)
+
+    def _auth_test(self) -> web.Response:
+        """What Slack answers a bot token's auth.test (an invalid token gets invalid_auth, above)."""
+        identity = {"team": "O4O", "user": "pulse-bot", "team_id": "T000", "user_id": "U000"}
+        return _json({"ok": True, "url": f"{self.url}/", "bot_id": "B000", **identity})
 
     def _args(self, request: Request) -> dict[str, Any]:
         if (request.header("Content-Type") or "").startswith("application/json"):
