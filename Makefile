@@ -49,3 +49,9 @@ bench: install peers
 
 clean:
 	rm -rf $(VENV) $(PEERS_VENV) .pulse-data .pytest_cache .mypy_cache .ruff_cache test-artifacts
+
+# The Node.js client (clients/node): install what its lock file pins, build, run its unit tests.
+# `make test` runs them too, with its end-to-end tests (tests/e2e/test_node_client.py).
+.PHONY: node
+node:
+	cd clients/node && npm ci --no-audit --no-fund --prefer-offline && npm run build && npm test

@@ -15,7 +15,8 @@ type Express = typeof express5;
 
 function app(express: Express, sink: Sink): express5.Express {
   const app = express();
-  app.use(pulseMiddleware(sink, { userId: (req: express5.Request) => req.get('x-user') }));
+  // No annotation: the request type is Express's, inferred from app.use.
+  app.use(pulseMiddleware(sink, { userId: (req) => req.get('x-user') }));
   app.get('/health', (_req, res) => {
     res.send('ok');
   });
