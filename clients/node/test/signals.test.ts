@@ -29,7 +29,7 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     const result = await run('plain', signal);
     assert.match(result.out, /sent 250\n/);
     assert.equal(result.signal, signal, result.out);
-    assert.ok(result.ms < 2_000, `${result.ms} ms`);
+    assert.ok(result.ms < 4_000, `${result.ms} ms`);
   });
 }
 
@@ -42,7 +42,7 @@ test('a service with its own SIGTERM handler exits when it decides; the events w
 test('a broker that does not answer: the process still ends within closeTimeoutMs, the events counted', async () => {
   const result = await run('stuck', 'SIGTERM');
   assert.equal(result.signal, 'SIGTERM', result.out);
-  assert.ok(result.ms < 2_500, `${result.ms} ms`);
+  assert.ok(result.ms < 4_000, `${result.ms} ms (closeTimeoutMs 500)`);
   assert.match(result.out, /dropped 250 events still buffered after 500 ms/);
   assert.doesNotMatch(result.out, /sent/);
 });
