@@ -17,6 +17,8 @@ from typing import Any
 
 from faust.types import TableT
 
+from pipeline.records import StoredFormatError
+
 log = logging.getLogger(__name__)
 
 
@@ -102,8 +104,12 @@ def crasher(app: Any) -> Crash:
 
 
 def crash(app: Any, exc: BaseException, what: str) -> None:
-    """Stop the worker after a failed delivery; on restart the unacknowledged input is replayed."""
-    log.error("%s failed, stopping the worker so that a restart replays it: %r", what, exc)
+    """Stop the worker after a failed delivery (on restart the unacknowledged input is replayed), or
+    on a stored record this version cannot read (the error says which version can)."""
+    if isinstance(exc, StoredFormatError):
+        log.error("%s failed, stopping the worker (a restart of this version stops again): %s", what, exc)
+    else:
+        log.error("%s failed, stopping the worker so that a restart replays it: %r", what, exc)
     task = asyncio.ensure_future(app.crash(exc))
     _CRASHES.add(task)
     task.add_done_callback(_CRASHES.discard)

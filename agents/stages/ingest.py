@@ -14,7 +14,10 @@ with its log, or on the clock when idle) and delivers them in order:
 2. its partials go to the owners' partials partitions, and its dead letters to `events.deadletter`.
 
 Deliveries are chained: a flush's record is written only after every partial of the flushes before it
-was delivered. After any assignment the partition resumes at its last recorded range, replayed as one
+was delivered. One delivery is in flight at a time: flushes detached meanwhile wait and leave together
+when it is done, and a partition whose flush is waiting keeps buffering into its next flush. A busy
+worker thus makes fewer, larger deliveries (fewer round trips to the broker), and a quiet one delivers
+each flush at once. After any assignment the partition resumes at its last recorded range, replayed as one
 flush (identical partials, which stage 2 skips), so a crash at any moment loses nothing and counts
 nothing twice. See `agents.kafka.positions`.
 """
@@ -255,7 +258,7 @@ class Stage1:
             if not records:
                 return
         self._buffer(state, records)
-        if state.count >= self.flush_max:
+        if state.count >= self.flush_max and not self._waiting(tp):
             self._detach(state, "size")
 
     def _buffer(self, state: InputPartition, records: list[Any]) -> None:
@@ -350,24 +353,38 @@ class Stage1:
     # -- flushing ---------------------------------------------------------------------------------
 
     async def after_batch(self) -> None:
-        """Flush what is due (caught up, or idle on the clock) and deliver the batch's flushes."""
+        """Flush what is due (caught up, or idle on the clock) and deliver the flushes when no delivery
+        is in flight; wait for the one in flight when a partition's next flush is already full."""
+        self._flush_due()
+        chain = self.chain
+        if chain is None or chain.done():
+            return
+        full = any(s.count >= self.flush_max and self._waiting(s.tp) for s in self.states.values())
+        if full or self.pending_flushes > MAX_PENDING_FLUSHES:
+            await asyncio.shield(chain)
+
+    def _flush_due(self) -> None:
+        """Detach every partition whose flush is due (its previous one no longer waiting); start their
+        delivery unless one is in flight."""
         now = time.monotonic()
         reader = self.reader
         for state in self.states.values():
             if state.replay is not None:
                 self._check_replay(state)
                 continue
-            if state.first < 0:
+            if state.first < 0 or self._waiting(state.tp):
                 continue
             waited = now - state.last_flush
             if waited >= self.idle_flush_s:
                 self._detach(state, "tick")
             elif waited >= self.min_flush_s and reader is not None and reader.caught_up(state.tp):
                 self._detach(state, "caught-up")
-        if self.jobs:
+        if self.jobs and (self.chain is None or self.chain.done()):
             self._schedule()
-        if self.pending_flushes > MAX_PENDING_FLUSHES and self.chain is not None:
-            await asyncio.shield(self.chain)
+
+    def _waiting(self, tp: TopicPartition) -> bool:
+        """Whether the partition's last flush waits for the delivery in flight."""
+        return any(job.tp == tp for job in self.jobs)
 
     def _check_replay(self, state: InputPartition) -> None:
         """A log that now ends before the recorded range does: flush what was read of it."""
@@ -433,6 +450,8 @@ class Stage1:
         self.undelivered -= events
         if not fut.cancelled() and fut.exception() is not None:
             self.crash(fut.exception(), "delivery of a flush")  # type: ignore[arg-type]
+        elif fut is self.chain and self.reader is not None and self.reader.lifecycle.current(self.generation):
+            self._flush_due()  # what waited for this delivery leaves now, not after the next fetch
 
     async def _deliver(
         self, jobs: list[FlushJob], generation: int, previous: asyncio.Future[None] | None
@@ -495,7 +514,7 @@ class Stage1:
 
     def pending(self) -> int:
         """Events buffered or flushed but not yet delivered to stage 2 (0: stage 1 is quiet)."""
-        return self.buffered() + self.undelivered
+        return self.buffered() + sum(job.events for job in self.jobs) + self.undelivered
 
 
 def _name(tp: TopicPartition) -> str:

@@ -39,3 +39,4 @@ def test_a_worker_stops_on_a_flush_record_of_a_future_format(cluster: Cluster) -
     assert f"a flush record of format {FUTURE}" in log, worker.tail()
     assert f"flushlog key {flush_key(cluster.topic('request'), 0)!r}" in log, worker.tail()
     assert MIGRATION in log, worker.tail()
+    assert "a restart of this version stops again" in log and "restart replays it" not in log, worker.tail()
