@@ -16,6 +16,7 @@ Needs `node` and `npm` (Debian packages nodejs, npm) and the npm registry (or np
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import os
 import random
@@ -39,7 +40,7 @@ from pipeline.ingest.decode import decode
 from pipeline.tools.broker import EmbeddedBroker
 from schemas.events import EVENT_TYPES, NO_TS, Rejection, validate
 from tests.support.cluster import Cluster, Worker
-from tests.support.groundtruth import truth
+from tests.support.groundtruth import SEED_BUCKETS_MS, truth
 from tests.support.metrics import Samples, by_label
 from tests.support.needs import need_binary
 from tests.support.procs import HOST, REPO, Process
@@ -278,8 +279,9 @@ def test_every_request_served_is_counted_with_its_route_template(run: Run) -> No
         run.metrics, "http_request_duration_seconds_bucket", "method", "route", "status_code", "le"
     )
     for key, per_bucket in want.http_buckets.items():
-        assert buckets[(*key, "+Inf")] == sum(per_bucket), key
-        assert buckets[(*key, "0.1")] == per_bucket[0], key
+        les = sorted((float(le), n) for (*labels, le), n in buckets.items() if tuple(labels) == key)
+        assert [le for le, _ in les] == [b / 1000 for b in SEED_BUCKETS_MS] + [float("inf")], key
+        assert [n for _, n in les] == list(itertools.accumulate(per_bucket)), key
 
 
 def test_order_changes_are_counted(run: Run) -> None:
