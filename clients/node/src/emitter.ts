@@ -120,10 +120,21 @@ export function parseBrokers(brokers: string | string[]): string[] {
     .map((part) => (/:\d+$/.test(part) ? part : `${part}:9092`));
 }
 
+/** `text` with each lone surrogate escape (`\ud800`, which JSON.stringify writes for a string that is
+ * not well-formed UTF-16) replaced by U+FFFD, as UTF-8 encoding does. The worker's JSON parser refuses
+ * such escapes, and would dead-letter the whole envelope for one of them. */
+function wellFormed(text: string): string {
+  if (!text.includes('\\ud')) return text;
+  return text.replace(/(\\+)u(d[89a-f][0-9a-f]{2})/g, (match: string, slashes: string) =>
+    slashes.length % 2 === 1 ? `${slashes.slice(0, -1)}\ufffd` : match,
+  );
+}
+
 /** The JSON text of one event, `ts` (epoch ms) added when missing, as the Python emitter does. */
 export function encodeEvent(event: unknown, nowMs: number): string {
-  const text = JSON.stringify(event);
-  if (typeof text !== 'string') throw new TypeError('the event is not JSON-serialisable');
+  const json = JSON.stringify(event);
+  if (typeof json !== 'string') throw new TypeError('the event is not JSON-serialisable');
+  const text = wellFormed(json);
   const record = event as Record<string, unknown> | null;
   if (
     typeof record === 'object' && record !== null && !Array.isArray(record) &&

@@ -99,6 +99,14 @@ describe('ts and the prefix', () => {
     assert.throws(() => encodeEvent({ n: 1n }, 42));
   });
 
+  test('lone surrogates become U+FFFD (the worker\'s JSON parser refuses their escapes); the rest is kept', () => {
+    assert.equal(encodeEvent({ s: 'a\ud800b', ts: 1 }, 42), '{"s":"a\ufffdb","ts":1}');
+    assert.equal(encodeEvent({ ['k\udc00']: 'x\udbff', ts: 1 }, 42), '{"k\ufffd":"x\ufffd","ts":1}');
+    assert.equal(encodeEvent({ s: '\\ud800 and \\\ud800', ts: 1 }, 42), '{"s":"\\\\ud800 and \\\\\ufffd","ts":1}');
+    assert.equal(encodeEvent({ s: '\u{1F600} \ud83d\ude00', ts: 1 }, 42), '{"s":"\u{1F600} \u{1F600}","ts":1}');
+    assert.doesNotThrow(() => JSON.parse(encodeEvent({ s: '\ud800'.repeat(512) }, 1)));
+  });
+
   test('the prefix defaults to PULSE_TOPIC_PREFIX, then o4o.', () => {
     const saved = process.env['PULSE_TOPIC_PREFIX'];
     try {
