@@ -81,6 +81,7 @@ def node() -> str:
     return binary
 
 
+@pytest.mark.usefixtures("cluster")  # the worker starts up while npm installs, builds and tests
 def test_node_unit_tests_pass(node: str) -> None:
     """`npm test`: the node:test suites (batching, limits, drops, route templates, Winston, orders,
     heartbeats, signals, the generated types against schemas/json)."""
@@ -185,10 +186,10 @@ def serve(client: httpx.Client, run: Run, rng: random.Random) -> None:
 
 @pytest.fixture(scope="module")
 def cluster(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """One deployment and one worker for the module."""
+    """One deployment and one worker for the module (not waited for here: see `run`)."""
     deployment = Cluster(broker.url, tmp_path_factory.mktemp("node-client"))
     try:
-        deployment.add_worker()
+        deployment.add_worker(wait=False)
         yield deployment
     finally:
         deployment.stop()
@@ -198,6 +199,7 @@ def cluster(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) ->
 def run(node: str, cluster: Cluster) -> Run:
     """Serve SERVED requests through the Node service, SIGTERM it, and let the worker count it all."""
     worker: Worker = cluster.workers[0]
+    worker.wait_healthy()
     env = dict(os.environ)
     env.update(
         PULSE_BROKER_URL=cluster.broker_url,
@@ -221,7 +223,6 @@ def run(node: str, cluster: Cluster) -> Run:
             result.requests[("POST", "/debug/bad", "204")] += 1
             result.stats = client.get("/debug/stats").json()
             result.requests[("GET", "/debug/stats", "200")] += 1
-        time.sleep(0.7)  # a few more heartbeats
         started = time.monotonic()
         service.signal(signal.SIGTERM)
         result.exit_code = service.wait(15)
@@ -414,7 +415,7 @@ def test_typescript_encoder_and_worker_validator_agree_on_the_fixed_examples(
 
 
 @pytest.mark.parametrize("kind", EVENT_TYPES)
-@settings(schema_tests.PROPERTY_SETTINGS, max_examples=4)
+@settings(schema_tests.PROPERTY_SETTINGS, max_examples=3)
 @given(data=st.data())
 def test_typescript_encoder_and_worker_validator_agree_on_generated_documents(
     encoder: subprocess.Popen[str], kind: str, data: st.DataObject
