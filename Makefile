@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PEERS_VENV := .venv-peers
 PEERS_BIN := $(PEERS_VENV)/bin
 
-.PHONY: install demo test test-fast lint unit rules bench peers clean
+.PHONY: install demo test test-fast lint unit rules bench peers clean fuzz
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -55,3 +55,15 @@ clean:
 .PHONY: node
 node:
 	cd clients/node && npm ci --no-audit --no-fund --prefer-offline && npm run build && npm test
+
+# Fuzz stage 1's event path (pipeline/tools/fuzz.py, coverage-guided with atheris): FUZZ_INPUTS inputs
+# or FUZZ_SECONDS seconds, whichever comes first; the JSON report goes to FUZZ_REPORT. `make test` runs a
+# short profile of it (tests/unit/test_fuzz_event_path.py).
+FUZZ_INPUTS ?= 1000000
+FUZZ_SECONDS ?= 0
+FUZZ_SEED ?= 1
+FUZZ_REPORT ?= test-artifacts/fuzz-report.json
+fuzz: install
+	mkdir -p $(dir $(FUZZ_REPORT))
+	PYTHONHASHSEED=0 $(BIN)/python -m pipeline.tools.fuzz --inputs $(FUZZ_INPUTS) --seconds $(FUZZ_SECONDS) \
+		--seed $(FUZZ_SEED) --report $(FUZZ_REPORT)

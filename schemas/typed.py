@@ -167,6 +167,13 @@ _NAMES: dict[str, tuple[str, ...]] = {
 }
 
 
+UINT64_MAX: Final = 2**64 - 1
+_INTEGERS: dict[str, tuple[str, ...]] = {
+    kind: tuple(f.name for f in fields if f.kinds == ("integer",)) for kind, fields in EVENT_FIELDS.items()
+}
+"""The integer-only fields of each event type (ids, which may also be strings, are left as they are)."""
+
+
 def field_type(field: Field) -> Any:
     """Return the msgspec type a field of the tables must have in its Struct.
 
@@ -274,11 +281,18 @@ def from_dict(kind: str, event: dict[str, Any]) -> Event:
     """Build the typed event of a dict that the validator has already accepted (no check again).
 
     Fields are copied as they are (the validator has rewritten integral floats in integer fields to
-    int); unknown fields are dropped, missing optional ones are None, and `ts` becomes the event time
-    in epoch ms or None, exactly as `fast_decoder` gives it (see `Event`).
+    int; one beyond the 64-bit range becomes a float again); unknown fields are dropped, missing
+    optional ones are None, and `ts` becomes the event time in epoch ms or None, exactly as
+    `fast_decoder` gives it (see `Event`).
     """
     get = event.get
     fields = {name: get(name) for name in _NAMES[kind]}
+    for name in _INTEGERS[kind]:
+        value = fields[name]
+        if value is not None and not INT64_MIN <= value <= UINT64_MAX:
+            # An integral float beyond 64 bits (1e30), which the validator rewrote to int: kept as the
+            # float it was, as states must stay serializable (orjson writes 64-bit integers only).
+            fields[name] = float(value)
     ts = get("ts")
     if ts is not None:
         ms = parse_ts(ts)

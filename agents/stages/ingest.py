@@ -25,7 +25,6 @@ nothing twice. See `agents.kafka.positions`.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from bisect import bisect_right
@@ -46,13 +45,13 @@ from agents.kafka.positions import (
     guard_key,
     input_plan,
 )
-from pipeline.ingest.decode import decode
 from pipeline.ingest.guard import LabelGuard
+from pipeline.ingest.intake import Limits, buffer_records, dead_letter_headers
 from pipeline.ingest.preagg import ACCUMULATORS, Accumulator, FlushContext, Parts
 from pipeline.records import FlushRecord, GuardRecord, encode_partials
 from pipeline.state.series import owner
 from schemas.events import Rejection, validator
-from schemas.typed import fast_decoder, from_dict
+from schemas.typed import fast_decoder
 
 if TYPE_CHECKING:
     from faust.types import TableT, TopicT
@@ -119,24 +118,6 @@ class FlushJob:
     """The label guard's admitted values, when this flush changed them."""
 
 
-def element_spans(value: bytes) -> list[bytes]:
-    """Return the exact original bytes of each element of a JSON array (slow path, rare)."""
-    text = value.decode("utf-8")
-    decoder = json.JSONDecoder()
-    out: list[bytes] = []
-    pos = text.index("[") + 1
-    length = len(text)
-    while pos < length:
-        while pos < length and text[pos] in " \t\r\n,":
-            pos += 1
-        if pos >= length or text[pos] == "]":
-            break
-        _, end = decoder.raw_decode(text, pos)
-        out.append(text[pos:end].encode("utf-8"))
-        pos = end
-    return out
-
-
 class Stage1:
     """Runtime of stage 1 on one worker."""
 
@@ -164,6 +145,7 @@ class Stage1:
         self.lateness_ms = int(cfg.windows.allowed_lateness * 1000)
         self.future_ms = int(cfg.windows.max_future_skew * 1000)
         self.max_bytes = cfg.ingest.max_message_bytes
+        self.limits = Limits(self.pane_ms, self.lateness_ms, self.future_ms, self.max_bytes)
         self.flush_max = cfg.ingest.flush_max_events
         self.min_flush_s = cfg.ingest.min_flush_interval
         self.idle_flush_s = cfg.ingest.flush_interval
@@ -263,89 +245,13 @@ class Stage1:
 
     def _buffer(self, state: InputPartition, records: list[Any]) -> None:
         """Decode, validate and pre-aggregate records; refused ones become dead letters."""
-        if state.first < 0:
-            state.first = records[0].offset
-        state.last = records[-1].offset
-        state.messages += len(records)
-        fast = state.fast
-        add = state.acc.add
-        pane_ms = self.pane_ms
-        lateness = self.lateness_ms
-        future = -self.future_ms
-        max_bytes = self.max_bytes
-        count = valid = late = ahead = 0
-        for record in records:
-            value = record.value
-            events = fast(value) if value is not None and len(value) <= max_bytes else None
-            if events is None:
-                events, refused = self._refuse(state, record)
-                count += refused
-            count += len(events)
-            record_ms = record.timestamp
-            for event in events:
-                ts = event.ts
-                if ts is None:
-                    ts = record_ms
-                age = record_ms - ts
-                if age > lateness:
-                    late += 1
-                    add(event, ts - ts % pane_ms, True, ts)
-                elif age < future:
-                    ahead += 1
-                    add(event, ts - ts % pane_ms, True, ts)
-                else:
-                    valid += 1
-                    add(event, ts - ts % pane_ms, False, ts)
-        state.count += count
-        state.valid += valid
-        state.late += late
-        state.future += ahead
-
-    def _refuse(self, state: InputPartition, record: Any) -> tuple[list[Any], int]:
-        """The precise path: return the record's valid events and how many elements were refused."""
-        value: bytes | None = record.value
-        decoded = decode(value, self.max_bytes)
-        if isinstance(decoded, Rejection):
-            self._dead_letter(state, record, decoded, None, value or b"")
-            return [], 1
-        events: list[Any] = []
-        problems: list[tuple[int, Rejection]] = []
-        check = state.check
-        for index, item in enumerate(decoded):
-            ts = check(item)
-            if type(ts) is not int:
-                problems.append((index, ts))  # type: ignore[arg-type]
-                continue
-            event = from_dict(state.kind, item)
-            event.ts = ts if ts >= 0 else None
-            events.append(event)
-        if problems:
-            assert value is not None
-            if value.lstrip()[:1] == b"{":
-                self._dead_letter(state, record, problems[0][1], None, value)
-            else:
-                try:
-                    spans = element_spans(value)
-                except ValueError:  # pragma: no cover - orjson already parsed it
-                    spans = []
-                for index, rejection in problems:
-                    original = spans[index] if index < len(spans) else value
-                    self._dead_letter(state, record, rejection, index, original)
-        return events, len(problems)
+        buffer_records(state, records, self.limits, self._dead_letter)
 
     def _dead_letter(
         self, state: InputPartition, record: Any, rejection: Rejection, index: int | None, original: bytes
     ) -> None:
         tp = state.tp
-        headers = [
-            ("pulse.reason", str(rejection).encode()),
-            ("pulse.code", rejection.code.encode()),
-            ("pulse.topic", tp.topic.encode()),
-            ("pulse.partition", str(tp.partition).encode()),
-            ("pulse.offset", str(record.offset).encode()),
-        ]
-        if index is not None:
-            headers.append(("pulse.index", str(index).encode()))
+        headers = dead_letter_headers(tp.topic, tp.partition, record.offset, rejection, index)
         state.dead.append((record.key, original, headers))
         state.refused[rejection.code] = state.refused.get(rejection.code, 0) + 1
         log.debug("dead-lettered %s@%d: %s", _name(tp), record.offset, rejection)

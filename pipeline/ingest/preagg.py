@@ -43,6 +43,10 @@ SEED_BUCKETS_S: Final = (0.1, 0.3, 0.5, 0.7, 1.0, 3.0, 5.0, 7.0, 10.0)
 _BUCKETS_MS: Final = tuple(b * 1000 for b in SEED_BUCKETS_S)
 USERS: Final = series_key("users")
 
+LAST_CALENDAR_MS: Final = 253_396_857_600_000
+"""9999-10-30T00:00:00Z: later event times count in the calendar periods of this instant, whose day and
+month (and the month's end) exist in every time zone; a later one would overflow the date."""
+
 Part = dict[str, Any]
 Parts = dict[str, Part]
 
@@ -93,6 +97,19 @@ def period(parts: Parts, key: str, period_key: str) -> Agg:
     return _section(parts, key, "c", period_key)
 
 
+def _calendar_keys(ctx: FlushContext, minute: int) -> tuple[str, str]:
+    """The (day, month) keys of a minute, at most those of LAST_CALENDAR_MS."""
+    return ctx.calendar.keys(minute if minute <= LAST_CALENDAR_MS else LAST_CALENDAR_MS)
+
+
+def _micros(amounts: list[Any]) -> int:
+    """The sum of the amounts in millionths, each rounded (exact for amounts too large to scale)."""
+    try:
+        return sum(round(a * MICRO) for a in amounts)
+    except OverflowError:  # a * MICRO is infinite: a > 1.7e302 is a whole number
+        return sum(int(a) * MICRO if math.isinf(a * MICRO) else round(a * MICRO) for a in amounts)
+
+
 class Users:
     """Distinct users seen by one accumulator, per pane and per calendar day."""
 
@@ -130,7 +147,7 @@ class Users:
             pane(parts, USERS, start)["xc"] = sketch_of(ids)
         by_day: dict[str, set[str]] = {}
         for minute, ids in self.days.items():
-            by_day.setdefault(ctx.calendar.keys(minute)[0], set()).update(ids)
+            by_day.setdefault(_calendar_keys(ctx, minute)[0], set()).update(ids)
         for day, ids in by_day.items():
             period(parts, USERS, day)["xa"] = sketch_of(ids)
 
@@ -180,7 +197,10 @@ class RequestAcc:
             bins: dict[int, int] = {}
             zeros = 0
             for d in durations:
-                micros += round(d * 1000)
+                try:
+                    micros += round(d * 1000)
+                except OverflowError:  # d * 1000 is infinite: d > 1.7e305 is a whole number
+                    micros += int(d) * 1000
                 buckets[bisect_left(_BUCKETS_MS, d)] += 1
                 if d > MIN_VALUE:
                     i = ceil(log(d) * k)
@@ -256,7 +276,7 @@ class OrderAcc:
         admit = ctx.guard.admit
         for (start, late, minute, status, role, currency), amounts in self.groups.items():
             n = len(amounts)
-            micro = sum(round(a * MICRO) for a in amounts)
+            micro = _micros(amounts)
             by_status = series_key("orders", status, admit("user_role", role, n))
             merge_into(total(parts, by_status), {"n": n, "am": micro})
             confirmed = status == "confirmed"
@@ -264,7 +284,7 @@ class OrderAcc:
             if confirmed:  # only revenue series carry the currency: only they admit or fold it
                 revenue = series_key("revenue", admit("currency", currency, n))
                 merge_into(total(parts, revenue), {"n": n, "am": micro})
-                day, month = ctx.calendar.keys(minute)
+                day, month = _calendar_keys(ctx, minute)
                 merge_into(period(parts, revenue, day), {"n": n, "am": micro})
                 merge_into(period(parts, revenue, month), {"n": n, "am": micro})
             if late:
@@ -303,7 +323,7 @@ class UserAcc:
         """Roll the buffer up into the users series (counts and distinct users)."""
         parts: Parts = {}
         for (start, late, minute), (n, registered) in self.counts.items():
-            merge_into(period(parts, USERS, ctx.calendar.keys(minute)[0]), {"nr": registered})
+            merge_into(period(parts, USERS, _calendar_keys(ctx, minute)[0]), {"nr": registered})
             if not late:
                 merge_into(pane(parts, USERS, start), {"n": n, "nr": registered})
         self.users.parts(parts, ctx)
