@@ -129,7 +129,13 @@ def broker(port: int | None) -> None:
 @main.command()
 @click.option("--demo", is_flag=True, help="also run the traffic simulator")
 @click.option("-v", "--verbose", is_flag=True, help="also show Faust's and aiokafka's INFO records")
-def up(demo: bool, verbose: bool) -> None:
+@click.option(
+    "--status/--no-status",
+    default=None,
+    help="a live status line (events/s, alerts firing, lag); default: on when stdout and stderr are "
+    "terminals; elsewhere --status prints a plain `status` line when it changes, at most every 10 s",
+)
+def up(demo: bool, verbose: bool, status: bool | None) -> None:
     """Start the embedded broker, a worker and its web server on http://127.0.0.1:6066."""
     from pipeline.tools.procs import port_is_free
     from pipeline.tools.supervisor import up as run_up
@@ -143,7 +149,7 @@ def up(demo: bool, verbose: bool) -> None:
             "PULSE_WEB_PORT to another port"
         )
     try:
-        code = run_up(demo, config, echo=click.echo)
+        code = run_up(demo, config, echo=click.echo, status_line=status)
     except PulseError as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(code)

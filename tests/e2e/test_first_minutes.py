@@ -35,7 +35,7 @@ def client_env(tmp: Path) -> dict[str, str]:
 @pytest.mark.timeout(180)
 def test_up_demo_is_calm_findable_and_stops_in_order(tmp_path: Path) -> None:
     need_broker()
-    run = pulse_process(tmp_path, "up", "--demo").start()
+    run = pulse_process(tmp_path, "up", "--demo", "--status").start()
     try:
         started = time.monotonic()
         run.wait_for("Ctrl-C stops everything.", START_WITHIN)
@@ -52,6 +52,10 @@ def test_up_demo_is_calm_findable_and_stops_in_order(tmp_path: Path) -> None:
         assert listed.returncode == 0, listed.stderr
         assert f"using the worker at http://127.0.0.1:{run.port}" in listed.stderr
         assert "4 rules from defaults" in listed.stdout
+
+        # --status without a terminal: a plain line with the events/s measured from the worker's counter.
+        run.wait_for("status   ", 20)
+        assert re.search(r"^status   [1-9][\d,.]* events/s \| ", run.log_text(), re.MULTILINE), run.tail()
 
         # Calm: the banner, the children, "assigned", "ready", and nothing of Faust's or aiokafka's.
         first = run.log_text().splitlines()
