@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import click
@@ -24,8 +25,27 @@ from pipeline.errors import PulseError
 EXIT_SHUTDOWN_TIMEOUT = 75
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+async def _until_signalled(work: Coroutine[Any, Any, int]) -> int | None:
+    """Run `work`; the first SIGINT or SIGTERM cancels it (its clean-up, such as an emitter's last flush,
+    still runs), later ones are ignored. Return its result, or None when it was stopped.
+
+    A terminal's Ctrl-C and `pulse up`'s SIGTERM arrive together. Raising KeyboardInterrupt from a
+    signal handler instead would make `asyncio.run` cancel every task at once, aiokafka's sender
+    among them, and the last flush would then wait forever."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(work)
+
+    def stop() -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda: None)
+        task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        return None
 
 
 class Unreachable(click.ClickException):
@@ -179,12 +199,13 @@ def simulate(scenario: str, rate: float, duration: float, seed: int | None, quie
     target = endpoint.broker(config)
     broker = config.broker.model_copy(update={"url": target.url})
     click.echo(f"simulate: publishing to {target.url} (from {target.source})", err=True)
-    signal.signal(signal.SIGTERM, _interrupt)  # stopped by `pulse up`: end like Ctrl-C, exit 0
     bootstrap = ",".join(broker.bootstrap_servers())
     try:
         security = client_security(broker)
-        sent = asyncio.run(
-            run(bootstrap, config.topics.prefix, scenario, rate, duration, not quiet, seed, security)
+        sent = asyncio.run(  # stopped by Ctrl-C or by `pulse up`'s SIGTERM: exit 0
+            _until_signalled(
+                run(bootstrap, config.topics.prefix, scenario, rate, duration, not quiet, seed, security)
+            )
         )
     except KeyboardInterrupt:
         return
@@ -193,6 +214,8 @@ def simulate(scenario: str, rate: float, duration: float, seed: int | None, quie
             f"cannot reach the Kafka broker at {target.url} (from {target.source}): {exc}; start one with "
             "`pulse up` (or `make demo`), or set PULSE_BROKER_URL"
         ) from None
+    if sent is None:
+        return
     click.echo(f"sent {sent} events ({scenario})", err=True)
 
 
