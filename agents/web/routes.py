@@ -3,38 +3,119 @@
 from __future__ import annotations
 
 import hmac
+import math
+import re
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
+import orjson
+from aiohttp.web import HTTPException, middleware
+from aiohttp.web import Response as JsonResponse
 from faust.web import Request, Response, View
 from msgspec import structs
 
 from agents.history import HistoryQuery
 from agents.silences import new_silence
-from agents.web import health, metrics, page
+from agents.web import health, metrics, openapi, page
 from pipeline.config.settings import secret_text
+from pipeline.durations import parse_duration
 from pipeline.readout.figures import all_series_values
 from schemas.events import TOPIC_OF_TYPE
 
 if TYPE_CHECKING:
+    from aiohttp import web
     from faust import App
 
     from agents.web.ports import WebDeps
 
+NOSNIFF = {"X-Content-Type-Options": "nosniff"}
+"""Sent with every response of the worker (API, page, metrics, health, errors and 404s alike)."""
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
+"""The policy of every response that sets none itself (the page sets its own): nothing may run."""
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,16}")
+
 
 def _now_ms(request: Request) -> int:
-    at = request.query.get("at")
-    if at:
-        return int(float(at))
-    return int(time.time() * 1000)
+    return epoch_ms(_once(request.query, "at"), "at")
+
+
+def _once(query: Mapping[str, str], name: str) -> str | None:
+    """The value of a query parameter given at most once (None: absent); raise ValueError naming it."""
+    values = query.getall(name, []) if hasattr(query, "getall") else [query[name]] if name in query else []
+    if len(values) > 1:
+        raise ValueError(f"{name}: give it once, not {len(values)} times")
+    return values[0] if values else None
+
+
+def epoch_ms(text: str | None, name: str) -> int:
+    """Return the epoch ms of a query parameter (now when absent); raise ValueError naming it."""
+    if text is None:
+        return int(time.time() * 1000)
+    try:
+        number = float(text)
+    except ValueError:
+        number = math.nan
+    if not 0 <= number <= openapi.MAX_EPOCH_MS:
+        raise ValueError(
+            f"{name}: expected epoch milliseconds from 0 to {openapi.MAX_EPOCH_MS}, got {text!r}"
+        )
+    return int(number)
+
+
+async def _secure(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.update(NOSNIFF)
+    response.headers.setdefault("Content-Security-Policy", API_CSP)
+
+
+async def _api_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Answer the router's own refusals under /api/ (404 no route, 405 no method) in the API's JSON shape."""
+    try:
+        response: web.StreamResponse = await handler(request)
+    except HTTPException as exc:
+        if not request.path.startswith("/api/") or exc.status < 400:
+            raise
+        body = orjson.dumps({"status": "error", "error": f"{exc.status} {exc.reason}"})
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow",)}
+        return JsonResponse(body=body, status=exc.status, headers=headers, content_type="application/json")
+    return response
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The request body, or None when it is over `limit` bytes (refused before it is all read)."""
+    # Faust's web driver is aiohttp's: its request streams the body.
+    raw = cast("web.Request", request)
+    declared = raw.content_length
+    if declared is not None and declared > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await raw.content.read(65_536):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def register(app: App, deps: WebDeps) -> None:
     """Register every view on the worker's web server; the views read only through `deps`."""
     metrics.register_collector(deps)
     page.register(app)
+    # Faust's web driver is aiohttp's: the hook sees every response, the router's 404s and 405s too.
+    web_app = app.web.web_app  # type: ignore[attr-defined]
+    web_app.on_response_prepare.append(_secure)
+    web_app.middlewares.append(middleware(_api_errors))
+    spec = openapi.document(deps.config.ingest.max_message_bytes)
+
+    def refused(view: View, status: int, message: str) -> Response:
+        return view.json({"status": "error", "error": message}, status=status)
+
+    @app.page("/api/v1/openapi.json")
+    class OpenApi(View):
+        async def get(self, request: Request) -> Response:
+            return self.json(spec)
 
     @app.page("/health")
     class Health(View):
@@ -62,7 +143,10 @@ def register(app: App, deps: WebDeps) -> None:
     @app.page("/api/v1/series")
     class Series(View):
         async def get(self, request: Request) -> Response:
-            now_ms = _now_ms(request)
+            try:
+                now_ms = _now_ms(request)
+            except ValueError as exc:
+                return refused(self, 400, str(exc))
             states = deps.series.states()
             kind = request.query.get("kind")
             series = [
@@ -107,14 +191,15 @@ def register(app: App, deps: WebDeps) -> None:
         async def post(self, request: Request) -> Response:
             denied = _authorize(deps, request)
             if denied is not None:
-                return self.json({"status": "error", "error": denied[1]}, status=denied[0])
+                return refused(self, *denied)
+            raw = await _read_body(request, openapi.API_BODY_LIMIT)
+            if raw is None:
+                return refused(self, 413, f"body: over {openapi.API_BODY_LIMIT} bytes")
             try:
-                body = await request.json()
-                if not isinstance(body, dict):
-                    raise ValueError("the body must be a JSON object")
-                silence = new_silence(body, _wall_ms())
+                now = _wall_ms()
+                silence = new_silence(silence_body(raw, now), now)
             except ValueError as exc:
-                return self.json({"status": "error", "error": str(exc)}, status=400)
+                return refused(self, 400, str(exc))
             await deps.silences.publish(silence)
             return self.json({"status": "success", "data": {"silenceID": silence.id}}, status=201)
 
@@ -129,7 +214,7 @@ def register(app: App, deps: WebDeps) -> None:
         async def delete(self, request: Request, silence_id: str) -> Response:
             denied = _authorize(deps, request)
             if denied is not None:
-                return self.json({"status": "error", "error": denied[1]}, status=denied[0])
+                return refused(self, *denied)
             found = deps.silences.get(silence_id)
             if found is None:
                 return self.json({"status": "error", "error": "no such silence"}, status=404)
@@ -143,17 +228,17 @@ def register(app: App, deps: WebDeps) -> None:
         async def post(self, request: Request, event_type: str) -> Response:
             denied = _authorize(deps, request)
             if denied is not None:
-                return self.json({"status": "error", "error": denied[1]}, status=denied[0])
+                return refused(self, *denied)
             topic = TOPIC_OF_TYPE.get(event_type)
             if topic is None:
                 known = ", ".join(sorted(TOPIC_OF_TYPE))
                 return self.json(
                     {"status": "error", "error": f"unknown event type; one of {known}"}, status=404
                 )
-            body = await request.read()
             limit = deps.config.ingest.max_message_bytes
-            if len(body) > limit:
-                return self.json({"status": "error", "error": f"body over {limit} bytes"}, status=413)
+            body = await _read_body(request, limit)
+            if body is None:
+                return refused(self, 413, f"body: over {limit} bytes (ingest.max_message_bytes)")
             # Validation happens where every event is validated (stage 1): what is malformed goes to
             # the dead-letter topic with its reason, exactly as when it is published to Kafka.
             name = deps.config.topic(topic)
@@ -178,32 +263,84 @@ def _instant(text: str | None, name: str) -> str | None:
     if not text:
         return None
     try:
-        number = float(text)
-    except ValueError:
         try:
-            parsed = datetime.fromisoformat(text)
+            number = float(text)
         except ValueError:
-            raise ValueError(f"{name}: expected RFC 3339 or epoch seconds, got {text!r}") from None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-    else:
-        parsed = datetime.fromtimestamp(number / 1000 if number > 1e11 else number, UTC)
-    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{parsed.microsecond // 1000:03d}Z"
+            parsed = datetime.fromisoformat(text)
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=UTC)
+        else:
+            parsed = datetime.fromtimestamp(number / 1000 if number > 1e11 else number, UTC)
+        parsed = parsed.astimezone(UTC)
+    except (ValueError, OverflowError, OSError):
+        # Not a date, NaN, or out of datetime's years 1 to 9999 (also after the zone is applied).
+        raise ValueError(f"{name}: expected RFC 3339 or epoch seconds/ms, got {text!r}") from None
+    return parsed.strftime("%Y-%m-%dT%H:%M:%S.") + f"{parsed.microsecond // 1000:03d}Z"
 
 
 def history_query(query: Mapping[str, str]) -> HistoryQuery:
     """Parse the filters of GET /api/v1/alerts/history (severity, rule, state, since, until, limit)."""
-    limit_text = query.get("limit", "100")
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 10_000:
+    limit_text = _once(query, "limit") or "100"
+    if not _WHOLE_NUMBER.fullmatch(limit_text) or not 1 <= int(limit_text) <= 10_000:
         raise ValueError(f"limit: expected a whole number from 1 to 10000, got {limit_text!r}")
     return HistoryQuery(
         severity=_listed(query, "severity"),
         rule=_listed(query, "rule"),
         state=_listed(query, "state"),
-        since=_instant(query.get("since"), "since"),
-        until=_instant(query.get("until"), "until"),
+        since=_instant(_once(query, "since"), "since"),
+        until=_instant(_once(query, "until"), "until"),
         limit=int(limit_text),
     )
+
+
+def silence_body(raw: bytes, now_ms: int) -> dict[str, Any]:
+    """Parse and check the body of POST /api/v1/silences; raise ValueError naming the bad field.
+
+    `new_silence` then builds the silence from a body that passed.
+    """
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"body: not valid JSON ({exc})") from None
+    if not isinstance(body, dict):
+        raise ValueError("body: must be a JSON object with matchers, createdBy, comment, endsAt or duration")
+    spec = body.get("matchers")
+    if not isinstance(spec, dict) or not spec:
+        raise ValueError('matchers: give a non-empty object of label filters, e.g. {"alertname": "x"}')
+    for label, value in spec.items():
+        if not isinstance(value, str):
+            raise ValueError(f"matchers.{label}: must be a string (value, !=value, =~regex or !~regex)")
+        if value.startswith(("=~", "!~")):
+            try:
+                re.compile(value[2:])
+            except (re.error, RecursionError, OverflowError) as exc:
+                raise ValueError(f"matchers.{label}: invalid regex ({exc})") from None
+    for name in ("startsAt", "endsAt"):
+        value = body.get(name)
+        if value is None and name == "startsAt":
+            continue
+        if name in body and (
+            isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= openapi.MAX_EPOCH_MS
+        ):
+            raise ValueError(f"{name}: expected epoch milliseconds from 0 to {openapi.MAX_EPOCH_MS}")
+    if "endsAt" not in body:
+        if "duration" not in body:
+            raise ValueError('endsAt or duration: give endsAt (epoch ms) or duration (e.g. "2h")')
+        try:
+            seconds = parse_duration(body["duration"])
+        except ValueError as exc:
+            raise ValueError(f"duration: {exc}") from None
+        if not seconds * 1000 <= openapi.MAX_EPOCH_MS:  # also NaN and infinity
+            raise ValueError(f"duration: at most {openapi.MAX_EPOCH_MS // 1000} seconds")
+        body["duration"] = seconds
+    starts = body.get("startsAt") or now_ms
+    ends = body["endsAt"] if "endsAt" in body else starts + int(body["duration"] * 1000)
+    if ends <= starts:
+        raise ValueError(f"endsAt: must be after startsAt ({starts}), got {ends}")
+    for name in ("createdBy", "comment"):
+        if not isinstance(body.get(name), str) or not body[name].strip():
+            raise ValueError(f"{name}: required, a non-empty string (createdBy and comment say who and why)")
+    return body
 
 
 def _wall_ms() -> int:

@@ -4,6 +4,12 @@ It waits for the figures to show numbers and change, creates a silence through t
 token (after a refused attempt with a wrong one), checks it through the API, expires it with its button,
 keeps a screenshot in test-artifacts/live-page.png, and stops `pulse up` with SIGINT. Needs the Debian
 packages `chromium` and `chromium-driver`; skipped without them, failed under PULSE_REQUIRE_E2E=1.
+
+Hostile input: a script payload is planted in every field the page shows (a route and a service through
+events sent to POST /api/v1/events, so also the alert's label values and its annotation, a service's
+heartbeat, a silence comment, and an API error message echoing a matcher's label) and the test asserts
+that each one is shown as text, that no element of it exists, and that none of its scripts ran; the page
+itself has no inline script and its Content-Security-Policy forbids one.
 """
 
 from __future__ import annotations
@@ -47,7 +53,30 @@ rules:
     severity: high
     annotations:
       summary: "traffic: {{ value }} requests/s <b id=injected-alert>!</b>"
+  - name: e2e_hostile_route
+    metric: o4o_route_error_ratio
+    window: 1m
+    where:
+      route: "=~.*pwn-route.*"
+    by: [service, route]
+    op: ">"
+    threshold: 0
+    severity: medium
+    annotations:
+      summary: "{{ labels.route }} fails on {{ labels.service }}"
 """
+
+
+def payload(field: str) -> str:
+    """Markup that runs a script if it ever becomes markup (the handlers also need the CSP to allow them)."""
+    run = f"window.__pwned=(window.__pwned||[]).concat('{field}')"
+    return (
+        f'<img id=pwn-{field} src=x onerror="{run}"><script>{run}</script>'
+        f'<svg id=pwn-{field}-svg onload="{run}"></svg>'
+    )
+
+
+HOSTILE = {field: payload(field) for field in ("route", "service", "heartbeat", "comment", "error")}
 
 
 @pytest.fixture
@@ -152,8 +181,22 @@ def test_live_page_updates_and_manages_silences(pulse_up: Process, browser: Any,
     from selenium.webdriver.common.by import By
 
     driver = browser
+    page = httpx.get(pulse_up.url + "/", timeout=5)
+    policy = page.headers["Content-Security-Policy"]
+    assert re.search(r"(^|; )script-src 'self'(;|$)", policy) and "unsafe-inline" not in policy, policy
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    # Hostile values, sent as a producer would: the alert on their route fires while the page loads.
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    now = int(time.time() * 1000)
+    request = {"ts": now, "service": HOSTILE["service"], "method": "GET", "route": HOSTILE["route"]}
+    requests = [{**request, "status_code": 500, "duration_ms": 5}] * 3
+    heartbeat = {"ts": now, "service": HOSTILE["heartbeat"], "status": "healthy"}
+    for kind, events in (("request", requests), ("heartbeat", [heartbeat])):
+        sent = httpx.post(f"{pulse_up.url}/api/v1/events/{kind}", json=events, headers=auth, timeout=10)
+        assert sent.status_code == 202, sent.text
     driver.get(pulse_up.url + "/")
     assert "o4o-pulse" in driver.title
+    assert driver.execute_script("return document.querySelectorAll('script:not([src])').length") == 0
 
     # Nothing from outside the worker: every reference in the document is relative.
     refs = driver.execute_script(
@@ -204,9 +247,27 @@ def test_live_page_updates_and_manages_silences(pulse_up: Process, browser: Any,
     fetched = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
     assert fetched and all(name.startswith(pulse_up.url + "/") for name in fetched), fetched
 
+    # The hostile route and service: as the alert's label values and in its annotation, as text.
+    def hostile_alert() -> str | None:
+        found = driver.find_elements(By.CSS_SELECTOR, '#alerts section[data-severity="medium"] li.alert')
+        texts = [str(item.text) for item in found if "e2e_hostile_route" in item.text]
+        return texts[0] if texts else None
+
+    shown_hostile = on_page("the hostile route's alert under severity medium", hostile_alert, 60, pulse_up)
+    assert f"route={HOSTILE['route']}" in shown_hostile and f"service={HOSTILE['service']}" in shown_hostile
+    assert f"{HOSTILE['route']} fails on {HOSTILE['service']}" in shown_hostile
+    services = on_page(
+        "the hostile heartbeat's service in the health list",
+        lambda: [str(e.text) for e in driver.find_elements(By.CSS_SELECTOR, "#health .name")],
+        30,
+        pulse_up,
+        until=lambda names: HOSTILE["heartbeat"] in names,
+    )
+    assert HOSTILE["heartbeat"] in services
+
     # A wrong token is refused, and the page says so.
     marker = uuid.uuid4().hex[:8]
-    comment = f"e2e live page {marker} <img id=injected src=x>"  # markup must stay text
+    comment = f"e2e live page {marker} <img id=injected src=x> {HOSTILE['comment']}"  # markup stays text
     token = driver.find_element(By.ID, "token")
     token.send_keys("not-the-token")
     driver.find_element(By.ID, "silence-matchers").send_keys("alertname=high_error_rate")
@@ -265,6 +326,20 @@ def test_live_page_updates_and_manages_silences(pulse_up: Process, browser: Any,
     assert expired["endsAt"] <= int(time.time() * 1000)
     assert not driver.find_elements(By.CSS_SELECTOR, f"{row_css} button.expire")
 
+    # An API error message that echoes input (a matcher's label with a bad regex) is shown as text.
+    matchers = driver.find_element(By.ID, "silence-matchers")
+    matchers.clear()
+    matchers.send_keys(HOSTILE["error"] + "=~(")
+    driver.find_element(By.ID, "silence-comment").send_keys("hostile label")
+    driver.find_element(By.ID, "silence-submit").click()
+    bad = on_page("the 400 shown (the form's message)", message, 15, pulse_up, lambda text: "400" in text)
+    assert f"matchers.{HOSTILE['error']}: invalid regex" in bad, bad
+
+    # Nothing planted became markup, and none of its scripts ran.
+    assert driver.execute_script("return document.querySelector('[id^=\"pwn-\"]')") is None
+    assert driver.execute_script("return window.__pwned === undefined") is True
+    assert driver.execute_script("return document.querySelectorAll('script:not([src])').length") == 0
+
     # The whole page at 1280 px wide, kept for people to look at.
     height = int(driver.execute_script("return document.documentElement.scrollHeight"))
     driver.execute_cdp_cmd(
@@ -275,9 +350,16 @@ def test_live_page_updates_and_manages_silences(pulse_up: Process, browser: Any,
     assert driver.save_screenshot(str(shot))
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
 
-    # No script errors, no CSP violations; the one expected error is the refused (401) request.
+    # No script errors, no CSP violations; the expected errors are the refused (401, 400) requests.
     errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-    assert all("401" in message for message in errors), errors
+    assert all(re.search(r"status of 40[01]\b", message) for message in errors), errors
+
+    # The policy is what stops an inline script that reached the document: one added now does not run.
+    ran = driver.execute_script(
+        "const s = document.createElement('script'); s.textContent = 'window.__inline = 1';"
+        "document.body.append(s); return window.__inline === 1"
+    )
+    assert ran is False, "an inline script ran: the Content-Security-Policy does not forbid it"
 
     # Ctrl-C stops `pulse up` and everything it started.
     tree = descendants(pulse_up.pid)
