@@ -37,7 +37,10 @@ class TopicReader:
         self.take = take
         self.positions: dict[TopicPartition, int] = {}
         self.caught_up = asyncio.Event()
-        self.last_ok: float | None = None  # monotonic time of the last fetch that succeeded
+        self.last_ok: float | None = None
+        """Monotonic time the broker last answered a fetch of this topic (None: never)."""
+        self.answered_ms: int | None = None
+        """aiokafka's wall-clock stamp (ms) of that answer, to tell a new answer from an old one."""
 
     async def run(self) -> None:
         """Read forever; reconnect after errors, resuming where it stopped."""
@@ -73,9 +76,9 @@ class TopicReader:
                     await consumer.seek_to_beginning(tp)
             while True:
                 batches = await consumer.getmany(timeout_ms=500)
-                self.last_ok = time.monotonic()
-                if not any(batches.values()):
-                    self.caught_up.set()  # an empty fetch: nothing more was there to read
+                answered = self._answered(consumer, tps)
+                if answered and not any(batches.values()):
+                    self.caught_up.set()  # an answered, empty fetch: nothing more was there to read
                 for tp, records in batches.items():
                     for record in records:
                         self.take(record.value)
@@ -83,6 +86,25 @@ class TopicReader:
                         self.positions[tp] = records[-1].offset + 1
         finally:
             await consumer.stop()
+
+    def _answered(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> bool:
+        """Note whether the broker answered a fetch since the last call (once per `getmany`).
+
+        `getmany` returns empty after its timeout whether or not the broker answers: a stalled broker
+        (SIGSTOP, a hung host) leaves its TCP connections open and the fetch requests pending until
+        the request timeout (40 s). aiokafka stamps every partition's state when a fetch response for
+        it arrives (`last_poll_timestamp`); a newer stamp is the proof that the broker answered.
+        """
+        if not tps:  # nothing to fetch: no answer to wait for
+            self.last_ok = time.monotonic()
+            return True
+        stamps = [consumer.last_poll_timestamp(tp) for tp in tps]
+        stamp = max((s for s in stamps if s is not None), default=None)
+        if stamp is None or stamp == self.answered_ms:
+            return False
+        self.answered_ms = stamp
+        self.last_ok = time.monotonic()
+        return True
 
 
 def start(app: App, reader: TopicReader, name: str) -> None:

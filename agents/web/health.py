@@ -1,12 +1,21 @@
 """GET /health, /health/detailed and /ready: the monitoring guide's shapes, about the pipeline itself.
 
-- `/ready` (readiness): 200 once the worker has joined its group and recovered its state.
-- `/health` (liveness and the guide's health check): 503 with the reason when the worker is not ready,
-  cannot reach the broker, or has stopped evaluating rules; notification channels are reported, and a
-  failing channel marks the answer `degraded` without failing it (a Slack outage is no reason to
-  restart a worker).
+- `/ready` (readiness): 200 once the worker has joined its group and recovered its state, and while the
+  broker answers its fetches; 503 with the reason otherwise (a stalled or unreachable broker within
+  `BROKER_SILENT_S`).
+- `/health` (liveness and the guide's health check): 503 with the reason when the worker is not ready
+  or has stopped evaluating rules. A broker that answered before and has gone silent makes it 200
+  `degraded` instead, whatever else it causes (a lost assignment, no rule evaluation): restarting the
+  worker does not bring the broker back, and an orchestrator would restart every worker at once.
+  Notification channels are reported, and a failing channel marks the answer `degraded` without failing
+  it either (a Slack outage is no reason to restart a worker).
 - `/health/detailed`: the same plus consumer lag per topic, state sizes, rule freshness, channel
   results and business figures.
+
+Everything is judged from state the worker keeps anyway, on each request: the time the broker last
+answered a fetch of the alerts topic (every worker reads all of it, idle or busy, see
+`agents.kafka.tail`), the reader's lifecycle and the evaluator's last evaluations. The hot path does
+no work for it.
 """
 
 from __future__ import annotations
@@ -23,7 +32,9 @@ from pipeline.config.settings import shown_url
 if TYPE_CHECKING:
     from agents.web.ports import WebDeps
 
-BROKER_SILENT_S = 30.0
+BROKER_SILENT_S = 5.0
+"""Kafka is unhealthy once the broker has not answered a fetch for this long (it answers an idle fetch
+every `fetch_max_wait`, 0.1 s on the embedded broker and 0.5 s by default)."""
 
 
 def _service(name: str, healthy: bool, error: str | None, response_ms: float | None = None) -> dict[str, Any]:
@@ -35,15 +46,27 @@ def _service(name: str, healthy: bool, error: str | None, response_ms: float | N
     }
 
 
-def _kafka(deps: WebDeps) -> dict[str, Any]:
+def broker_silent_s(deps: WebDeps) -> float | None:
+    """Seconds since the broker last answered a fetch (None: it never has)."""
     last = deps.alerts.last_fetch_ok()
-    if last is None:
-        return _service("kafka", False, f"no successful fetch from {shown_url(deps.config.broker.url)} yet")
-    silent = time.monotonic() - last
-    ok = silent < BROKER_SILENT_S
+    return None if last is None else max(time.monotonic() - last, 0.0)
+
+
+def _kafka(deps: WebDeps) -> dict[str, Any]:
+    silent = broker_silent_s(deps)
+    broker = shown_url(deps.config.broker.url)
+    if silent is None:
+        return _service("kafka", False, f"the broker at {broker} has not answered a fetch yet")
     return _service(
-        "kafka", ok, f"no successful fetch from {shown_url(deps.config.broker.url)} for {silent:.0f}s"
+        "kafka",
+        silent < BROKER_SILENT_S,
+        f"the broker at {broker} has not answered a fetch for {silent:.0f}s (stalled or unreachable)",
     )
+
+
+def _broker_outage(kafka: dict[str, Any], deps: WebDeps) -> bool:
+    """Whether a broker that answered before has gone silent (not a worker that never reached it)."""
+    return kafka["status"] != "healthy" and deps.alerts.last_fetch_ok() is not None
 
 
 def _state(deps: WebDeps) -> dict[str, Any]:
@@ -84,10 +107,12 @@ def _channels(deps: WebDeps) -> list[dict[str, Any]]:
 
 def health_body(deps: WebDeps) -> tuple[int, dict[str, Any]]:
     """Return (HTTP status, body) of GET /health in the monitoring guide's shape."""
-    core = [_state(deps), _kafka(deps), _rules(deps)]
+    kafka = _kafka(deps)
+    core = [_state(deps), kafka, _rules(deps)]
     channels = _channels(deps)
-    healthy = all(s["status"] == "healthy" for s in core)
-    degraded = healthy and any(s["status"] != "healthy" for s in channels)
+    outage = _broker_outage(kafka, deps)
+    healthy = outage or all(s["status"] == "healthy" for s in core)
+    degraded = outage or (healthy and any(s["status"] != "healthy" for s in channels))
     body = {
         "status": "degraded" if degraded else ("healthy" if healthy else "unhealthy"),
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -105,9 +130,10 @@ def health_body(deps: WebDeps) -> tuple[int, dict[str, Any]]:
 
 def ready_body(deps: WebDeps) -> tuple[int, dict[str, Any]]:
     """Return (HTTP status, body) of GET /ready."""
-    state = _state(deps)
-    ready = state["status"] == "healthy"
-    return (200 if ready else 503), {"ready": ready, "reason": state["error"]}
+    failing = [s for s in (_state(deps), _kafka(deps)) if s["status"] != "healthy"]
+    ready = not failing
+    reason = "; ".join(f"{s['service']}: {s['error']}" for s in failing) or None
+    return (200 if ready else 503), {"ready": ready, "reason": reason}
 
 
 def detailed_body(deps: WebDeps) -> tuple[int, dict[str, Any]]:
@@ -134,6 +160,8 @@ def detailed_body(deps: WebDeps) -> tuple[int, dict[str, Any]]:
         "services": health["services"],
         "kafka": {
             "broker": shown_url(deps.config.broker.url),
+            "secondsSinceBrokerAnswered": broker_silent_s(deps),
+            "error": next(s["error"] for s in health["services"] if s["service"] == "kafka"),
             "partitions": sorted(deps.ownership.active_partitions()),
             "consumerLag": deps.reader.lag(),
             "positions": deps.reader.positions(),

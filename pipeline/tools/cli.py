@@ -96,7 +96,9 @@ def worker(verbose: bool) -> None:
     logging.config.dictConfig(logging_config(config))
     try:
         pulse = Pulse(config)
-        asyncio.run(ensure_topics(config, pulse.all_topic_names()))
+        # An unreachable broker is waited for (with backoff, one line per attempt): a worker started
+        # before its broker, or during an outage, starts when the broker appears.
+        asyncio.run(ensure_topics(config, pulse.all_topic_names(), within=None))
     except PulseError as exc:
         raise click.ClickException(str(exc)) from None
     from pipeline.tools.banner import banner
