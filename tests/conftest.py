@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import BrokerError
 from pipeline.tools.broker import EmbeddedBroker
 from tests.support.cluster import Cluster
-from tests.support.needs import need
+from tests.support.needs import embedded_broker
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -18,13 +17,8 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 @pytest.fixture(scope="session")
 def broker() -> Iterator[EmbeddedBroker]:
     """The embedded Tansu broker, on a free loopback port, for the whole session."""
-    embedded = EmbeddedBroker()
-    try:
-        embedded.start()
-    except BrokerError as exc:
-        need(False, f"the embedded broker cannot start: {exc}")
-    yield embedded
-    embedded.stop()
+    with embedded_broker() as embedded:
+        yield embedded
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ import logging
 import time
 from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -46,8 +46,8 @@ from agents.kafka.positions import (
     input_plan,
 )
 from pipeline.ingest.guard import LabelGuard
-from pipeline.ingest.intake import Limits, buffer_records, dead_letter_headers
-from pipeline.ingest.preagg import ACCUMULATORS, Accumulator, FlushContext, Parts
+from pipeline.ingest.intake import Buffer, Limits, buffer_records, dead_letter_headers
+from pipeline.ingest.preagg import ACCUMULATORS, FlushContext, Parts
 from pipeline.records import FlushRecord, GuardRecord, encode_partials
 from pipeline.state.series import owner
 from schemas.events import Rejection, validator
@@ -71,24 +71,13 @@ DeadLetter = tuple[bytes | None, bytes, list[tuple[str, bytes]]]
 
 
 @dataclass(eq=False)
-class InputPartition:
-    """Stage-1 state of one owned input partition: the events read since its last flush."""
+class InputPartition(Buffer):
+    """Stage-1 state of one owned input partition: the events read since its last flush (the buffer's
+    event type, accumulator, decoders and counters are `pipeline.ingest.intake.Buffer`'s)."""
 
     tp: TopicPartition
-    kind: str
-    acc: Accumulator
-    fast: Callable[[bytes], list[Any] | None]
-    check: Callable[[Any], int | Rejection]
     replay: Replay | None = None
     """The recorded range being replayed: flushed as one flush once its last offset is read."""
-    first: int = -1
-    last: int = -1
-    messages: int = 0
-    count: int = 0
-    """Elements read (valid or not) since the last flush."""
-    valid: int = 0
-    late: int = 0
-    future: int = 0
     dead: list[DeadLetter] = field(default_factory=list)
     refused: dict[str, int] = field(default_factory=dict)
     """Dead letters by reason code since the last flush."""
@@ -176,7 +165,7 @@ class Stage1:
         assert self.reader is not None
         self.generation = self.reader.lifecycle.generation
         kind = self.kind_of[tp.topic]
-        state = InputPartition(tp, kind, ACCUMULATORS[kind](), fast_decoder(kind), validator(kind))
+        state = InputPartition(kind, ACCUMULATORS[kind](), fast_decoder(kind), validator(kind), tp)
         state.replay = position.replay
         state.last_flush = time.monotonic()
         self.states[tp] = state

@@ -52,24 +52,17 @@ _MUTATION_REFUSED = {
 }
 
 
+def _query_param(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    schema = schema if schema else {"type": "string"}
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+
+
 def _list_param(name: str, description: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "description": description + " (comma-separated or repeated; any of them matches)",
-        "schema": {"type": "string"},
-    }
+    return _query_param(name, description + " (comma-separated or repeated; any of them matches)")
 
 
 def _instant_param(name: str, description: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "description": description + ": RFC 3339, or epoch seconds or milliseconds",
-        "schema": {"type": "string"},
-    }
+    return _query_param(name, description + ": RFC 3339, or epoch seconds or milliseconds")
 
 
 def _health(description: str, status: str) -> dict[str, Any]:
@@ -165,20 +158,12 @@ def _paths(event_limit: int) -> dict[str, Any]:
                 "summary": "Every owned series with its totals and windows",
                 "tags": ["api"],
                 "parameters": [
-                    {
-                        "name": "at",
-                        "in": "query",
-                        "required": False,
-                        "description": "evaluate the windows at this instant (epoch ms; default now)",
-                        "schema": {"type": "number", "minimum": 0, "maximum": MAX_EPOCH_MS},
-                    },
-                    {
-                        "name": "kind",
-                        "in": "query",
-                        "required": False,
-                        "description": "only series of this kind (requests, route, health ...)",
-                        "schema": {"type": "string"},
-                    },
+                    _query_param(
+                        "at",
+                        "evaluate the windows at this instant (epoch ms; default now)",
+                        {"type": "number", "minimum": 0, "maximum": MAX_EPOCH_MS},
+                    ),
+                    _query_param("kind", "only series of this kind (requests, route, health ...)"),
                 ],
                 "responses": {
                     "200": _reply(

@@ -6,7 +6,7 @@ import hmac
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
@@ -117,23 +117,16 @@ def register(app: App, deps: WebDeps) -> None:
         async def get(self, request: Request) -> Response:
             return self.json(spec)
 
-    @app.page("/health")
-    class Health(View):
-        async def get(self, request: Request) -> Response:
-            status, body = health.health_body(deps)
-            return self.json(body, status=status)
+    def health_page(path: str, name: str, answer: Callable[[WebDeps], tuple[int, dict[str, Any]]]) -> None:
+        @app.page(path, name=name)
+        class HealthView(View):
+            async def get(self, request: Request) -> Response:
+                status, body = answer(deps)
+                return self.json(body, status=status)
 
-    @app.page("/health/detailed")
-    class DetailedHealth(View):
-        async def get(self, request: Request) -> Response:
-            status, body = health.detailed_body(deps)
-            return self.json(body, status=status)
-
-    @app.page("/ready")
-    class Ready(View):
-        async def get(self, request: Request) -> Response:
-            status, body = health.ready_body(deps)
-            return self.json(body, status=status)
+    health_page("/health", "Health", health.health_body)
+    health_page("/health/detailed", "DetailedHealth", health.detailed_body)
+    health_page("/ready", "Ready", health.ready_body)
 
     @app.page("/metrics")
     class Metrics(View):

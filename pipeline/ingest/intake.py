@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from itertools import pairwise
 from typing import Any, Final, Protocol
 
@@ -54,30 +54,28 @@ class Record(Protocol):
     def timestamp(self) -> int: ...
 
 
-class Buffer(Protocol):
-    """The per-partition buffer that `buffer_records` fills (`agents.stages.ingest.InputPartition`)."""
+@dataclass(eq=False)
+class Buffer:
+    """The per-partition buffer that `buffer_records` fills: a base of `agents.stages.ingest.InputPartition`
+    and of the fuzz harness's buffer (`pipeline.tools.fuzz`). Plain attributes, read and written once
+    per batch."""
 
     kind: str
-    first: int
-    last: int
-    messages: int
-    count: int
-    """Elements read (valid or not)."""
-    valid: int
-    late: int
-    future: int
-
-    @property
-    def acc(self) -> Accumulator:
-        """The partition's accumulator (`pipeline.ingest.preagg`)."""
-
-    @property
-    def fast(self) -> Callable[[bytes], list[Any] | None]:
-        """The fast typed decoder of the partition's event type (`schemas.typed.fast_decoder`)."""
-
-    @property
-    def check(self) -> Callable[[Any], int | Rejection]:
-        """The validator of the partition's event type (`schemas.events.validator`)."""
+    acc: Accumulator
+    """The partition's accumulator (`pipeline.ingest.preagg`)."""
+    fast: Callable[[bytes], list[Any] | None]
+    """The fast typed decoder of the partition's event type (`schemas.typed.fast_decoder`)."""
+    check: Callable[[Any], int | Rejection]
+    """The validator of the partition's event type (`schemas.events.validator`)."""
+    _: KW_ONLY
+    first: int = -1
+    last: int = -1
+    messages: int = 0
+    count: int = 0
+    """Elements read (valid or not) since the last flush."""
+    valid: int = 0
+    late: int = 0
+    future: int = 0
 
 
 @dataclass(frozen=True)

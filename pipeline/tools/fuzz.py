@@ -65,6 +65,7 @@ with _HOOK:
     from pipeline.ingest.guard import LabelGuard
     from pipeline.ingest.intake import (
         REASON_CODES,
+        Buffer,
         Limits,
         buffer_records,
         dead_letter_headers,
@@ -136,20 +137,10 @@ class CountingAcc:
 
 
 @dataclass(eq=False)
-class FuzzBuffer:
-    """The stage-1 buffer of one event type (`pipeline.ingest.intake.Buffer`)."""
+class FuzzBuffer(Buffer):
+    """The stage-1 buffer of one event type, with an accumulator that counts what is added to it."""
 
-    kind: str
     acc: CountingAcc
-    fast: Callable[[bytes], list[Any] | None]
-    check: Callable[[Any], int | Rejection]
-    first: int = -1
-    last: int = -1
-    messages: int = 0
-    count: int = 0
-    valid: int = 0
-    late: int = 0
-    future: int = 0
     dead: list[tuple[int | None, Rejection, bytes, list[tuple[str, bytes]]]] = field(default_factory=list)
     window: list[bytes] = field(default_factory=list)
     """The inputs buffered since the last flush (to find which ones a failed flush needs)."""

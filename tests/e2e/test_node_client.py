@@ -356,17 +356,8 @@ def check_agreement(encoder: subprocess.Popen[str], pairs: list[tuple[str, Any]]
 def fixed_examples() -> list[tuple[str, Any]]:
     """The documents test_schemas.py writes out by hand."""
     request = schema_tests.REQUEST
-    order = {
-        "order_id": 1,
-        "status": "created",
-        "amount": 10,
-        "currency": "KRW",
-        "user_id": "u1",
-        "user_role": "customer",
-        "payment_method": "card",
-        "item_count": 1,
-    }
-    user = {"user_id": 1, "action": "registered", "role": "customer"}
+    order = schema_tests.ORDER
+    user = schema_tests.USER
     gauge = {"name": "db_pool", "value": 3, "labels": {"db": "main", "shard": 2}}
     pairs: list[tuple[str, Any]] = [("request", {**request, "ts": ts}) for ts in schema_tests.TS_VALID]
     pairs += [("request", {**request, "ts": ts}) for ts in schema_tests.TS_INVALID]

@@ -22,7 +22,6 @@ import orjson
 import pytest
 from aiohttp import web
 
-from pipeline.errors import BrokerError
 from pipeline.tools.broker import EmbeddedBroker
 from pipeline.tools.procs import free_port
 from tests.integration.chaos_support import alert_violations, repeated_transitions, summarize_alerts
@@ -30,7 +29,7 @@ from tests.integration.test_exactness import check_totals, owned_series
 from tests.support.cluster import Cluster, Worker
 from tests.support.groundtruth import make_events
 from tests.support.kafka import read_to_end
-from tests.support.needs import need
+from tests.support.needs import embedded_broker
 from tests.support.servers import Request, WebhookServer
 from tests.support.waits import wait_until
 
@@ -62,17 +61,12 @@ notify:
 @pytest.fixture(scope="module")
 def own_broker() -> Iterator[EmbeddedBroker]:
     """A broker for this module only; resumed (SIGCONT) and stopped whatever happens."""
-    embedded = EmbeddedBroker()
-    try:
-        embedded.start()
-    except BrokerError as exc:
-        need(False, f"the embedded broker cannot start: {exc}")
-    try:
-        yield embedded
-    finally:
-        if embedded.proc is not None and embedded.proc.poll() is None:
-            os.kill(embedded.proc.pid, signal.SIGCONT)
-        embedded.stop()
+    with embedded_broker() as embedded:
+        try:
+            yield embedded
+        finally:
+            if embedded.proc is not None and embedded.proc.poll() is None:
+                os.kill(embedded.proc.pid, signal.SIGCONT)
 
 
 class Publisher(threading.Thread):

@@ -32,8 +32,7 @@ from agents.notifiers.sms import SmsNotifier
 from agents.notifiers.webhook import WebhookNotifier
 from pipeline.config.settings import ChannelsConfig
 from pipeline.tools.procs import free_port
-from tests.support.needs import need_binary
-from tests.support.procs import Process
+from tests.support.procs import real_alertmanager
 from tests.support.servers import (
     HttpServer,
     PagerDutyServer,
@@ -396,23 +395,8 @@ def test_pagerduty_bad_routing_key_is_permanent() -> None:
 
 @pytest.fixture
 def alertmanager(tmp_path: Path) -> Iterator[str]:
-    binary = need_binary("prometheus-alertmanager", "prometheus-alertmanager")
-    config = tmp_path / "alertmanager.yml"
-    config.write_text("route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n", encoding="utf-8")
-    port = free_port()
-    argv = [
-        binary,
-        f"--config.file={config}",
-        f"--storage.path={tmp_path / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        "--cluster.listen-address=",
-    ]
-    alertmanager = Process(argv, tmp_path / "alertmanager.log", port=port).start()
-    try:
-        alertmanager.wait_ready(30)
-        yield alertmanager.url
-    finally:
-        alertmanager.stop(10)
+    with real_alertmanager(tmp_path) as url:
+        yield url
 
 
 def test_alertmanager_receives_and_resolves_alerts(alertmanager: str) -> None:

@@ -18,8 +18,7 @@ import pytest
 from pipeline.config.settings import ChannelsConfig
 from pipeline.tools.broker import EmbeddedBroker
 from pipeline.tools.procs import free_port
-from tests.support.needs import need_binary
-from tests.support.procs import REPO, Process, pulse_env, run_pulse
+from tests.support.procs import REPO, pulse_env, real_alertmanager, run_pulse
 from tests.support.servers import PagerDutyServer, SlackServer, SmsServer, SmtpServer, WebhookServer
 
 pytestmark = pytest.mark.integration
@@ -31,24 +30,8 @@ RULES = REPO / "examples" / "rules" / "seed.yaml"
 @pytest.fixture(scope="module")
 def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Alertmanager; its base URL."""
-    binary = need_binary("prometheus-alertmanager", "prometheus-alertmanager")
-    tmp = tmp_path_factory.mktemp("alertmanager")
-    config = tmp / "alertmanager.yml"
-    config.write_text("route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n", encoding="utf-8")
-    port = free_port()
-    argv = [
-        binary,
-        f"--config.file={config}",
-        f"--storage.path={tmp / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        "--cluster.listen-address=",
-    ]
-    process = Process(argv, tmp / "alertmanager.log", port=port).start()
-    try:
-        process.wait_ready(30)
-        yield process.url
-    finally:
-        process.stop(10)
+    with real_alertmanager(tmp_path_factory.mktemp("alertmanager")) as url:
+        yield url
 
 
 def check(tmp: Path, *args: str, **settings: str) -> tuple[int, str, str]:

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
+
+from pipeline.errors import BrokerError
+from pipeline.tools.broker import EmbeddedBroker
 
 REQUIRE_E2E = os.environ.get("PULSE_REQUIRE_E2E") == "1"
 
@@ -37,3 +42,18 @@ def need_broker() -> None:
         binary = ""
         need(False, f"the Tansu broker binary is unavailable: {exc}")
     need(os.access(binary, os.X_OK), f"the Tansu broker binary {binary} is not executable")
+
+
+@contextmanager
+def embedded_broker() -> Iterator[EmbeddedBroker]:
+    """An embedded Tansu broker on a free loopback port, stopped on leaving; skipped (failed under
+    PULSE_REQUIRE_E2E=1) when it cannot start."""
+    embedded = EmbeddedBroker()
+    try:
+        embedded.start()
+    except BrokerError as exc:
+        need(False, f"the embedded broker cannot start: {exc}")
+    try:
+        yield embedded
+    finally:
+        embedded.stop()

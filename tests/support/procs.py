@@ -14,7 +14,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -22,6 +22,7 @@ from typing import Any, Self
 import httpx
 
 from pipeline.tools.procs import free_port, spawn
+from tests.support.needs import need_binary
 from tests.support.waits import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -359,3 +360,29 @@ class Process:
             proc.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(10)
+
+
+# --- other programs -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def real_alertmanager(tmp: Path) -> Iterator[str]:
+    """A real Alertmanager on a free port, its config, data and log in `tmp`, routing every alert to a
+    receiver that sends nothing; its base URL. Skipped (failed under PULSE_REQUIRE_E2E=1) without it."""
+    binary = need_binary("prometheus-alertmanager", "prometheus-alertmanager")
+    config = tmp / "alertmanager.yml"
+    config.write_text("route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n", encoding="utf-8")
+    port = free_port()
+    argv = [
+        binary,
+        f"--config.file={config}",
+        f"--storage.path={tmp / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",
+    ]
+    process = Process(argv, tmp / "alertmanager.log", port=port).start()
+    try:
+        process.wait_ready(30)
+        yield process.url
+    finally:
+        process.stop(10)

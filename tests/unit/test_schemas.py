@@ -405,6 +405,17 @@ REQUEST = {
     "status_code": 200,
     "duration_ms": 3.5,
 }
+ORDER = {
+    "order_id": 1,
+    "status": "created",
+    "amount": 10,
+    "currency": "KRW",
+    "user_id": "u1",
+    "user_role": "customer",
+    "payment_method": "card",
+    "item_count": 1,
+}
+USER = {"user_id": 1, "action": "registered", "role": "customer"}
 
 
 @pytest.mark.parametrize("ts", TS_VALID)
@@ -485,19 +496,7 @@ def test_null_in_optional_field_is_accepted() -> None:
     ("kind", "field", "value"), [("order", "status", "shipped"), ("user", "action", "Active")]
 )
 def test_bad_enum(kind: str, field: str, value: str) -> None:
-    docs = {
-        "order": {
-            "order_id": 1,
-            "status": "created",
-            "amount": 10,
-            "currency": "KRW",
-            "user_id": "u1",
-            "user_role": "customer",
-            "payment_method": "card",
-            "item_count": 1,
-        },
-        "user": {"user_id": 1, "action": "registered", "role": "customer"},
-    }
+    docs = {"order": ORDER, "user": USER}
     assert type(assert_agree(kind, docs[kind])) is int
     got = rejection(kind, {**docs[kind], field: value})
     assert got.code == "invalid_value"

@@ -46,9 +46,11 @@ from schemas.typed import (
 )
 from tests.unit.test_schemas import (
     JSON_VALUES,
+    ORDER,
     REQUEST,
     TS_INVALID,
     TS_VALID,
+    USER,
     documents,
     fields_of,
     invalid_values,
@@ -501,16 +503,6 @@ def test_numbers_read_alike(integer: int, number: float, digits: int) -> None:
 
 # --- (c) the examples and dead-letter cases of the other tests -------------------------------------------
 
-ORDER = {
-    "order_id": 1,
-    "status": "created",
-    "amount": 10,
-    "currency": "KRW",
-    "user_id": "u1",
-    "user_role": "customer",
-    "payment_method": "card",
-    "item_count": 1,
-}
 INGEST_REQUEST = {**REQUEST, "route": "/api/orders/:id", "duration_ms": 42.5, "ts": 1_796_035_000_000}
 MISSING_ROUTE = {k: v for k, v in INGEST_REQUEST.items() if k != "route"}
 BAD_ELEMENT = b'{"service": "api", "method": "GET", "route": "/x", "status_code": "oops",  "duration_ms": 1}'
@@ -588,8 +580,7 @@ def schema_examples() -> list[tuple[str, dict[str, Any]]]:
         ("order", ORDER),
         ("order", {**ORDER, "status": "shipped"}),
     ]
-    user = {"user_id": 1, "action": "registered", "role": "customer"}
-    docs += [("user", user), ("user", {**user, "action": "Active"})]
+    docs += [("user", USER), ("user", {**USER, "action": "Active"})]
     docs += [
         ("request", {**REQUEST, field: value})
         for field, value in [
