@@ -65,6 +65,9 @@ log = logging.getLogger(__name__)
 MAX_PARTIAL_BYTES = 512 * 1024
 MAX_PENDING_FLUSHES = 8
 """Deliveries in flight before reading waits for them (back-pressure towards the broker)."""
+BACKLOG_FLUSHES = 8
+"""How many flushes' worth of events (`flush_max_events` each) a partition whose flush waits for the
+delivery in flight may buffer before reading waits for that delivery (back-pressure)."""
 
 DeadLetter = tuple[bytes | None, bytes, list[tuple[str, bytes]]]
 """Key, original bytes and headers of one dead-letter record."""
@@ -248,13 +251,14 @@ class Stage1:
     # -- flushing ---------------------------------------------------------------------------------
 
     async def after_batch(self) -> None:
-        """Flush what is due (caught up, or idle on the clock) and deliver the flushes when no delivery
-        is in flight; wait for the one in flight when a partition's next flush is already full."""
+        """Flush what is due (full, caught up, or idle on the clock) and deliver the flushes when no
+        delivery is in flight; wait for the one in flight when a waiting partition's backlog is full."""
         self._flush_due()
         chain = self.chain
         if chain is None or chain.done():
             return
-        full = any(s.count >= self.flush_max and self._waiting(s.tp) for s in self.states.values())
+        backlog = self.flush_max * BACKLOG_FLUSHES
+        full = any(s.count >= backlog and self._waiting(s.tp) for s in self.states.values())
         if full or self.pending_flushes > MAX_PENDING_FLUSHES:
             await asyncio.shield(chain)
 
@@ -270,7 +274,9 @@ class Stage1:
             if state.first < 0 or self._waiting(state.tp):
                 continue
             waited = now - state.last_flush
-            if waited >= self.idle_flush_s:
+            if state.count >= self.flush_max:
+                self._detach(state, "size")
+            elif waited >= self.idle_flush_s:
                 self._detach(state, "tick")
             elif waited >= self.min_flush_s and reader is not None and reader.caught_up(state.tp):
                 self._detach(state, "caught-up")
