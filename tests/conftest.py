@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,6 +15,37 @@ from tests.support.cluster import Cluster
 from tests.support.needs import embedded_broker
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_tls_context() -> Iterator[None]:
+    """Build httpx's default TLS context once per session, not once per request.
+
+    `httpx.get` (and post, delete, ...) makes a client for the one request, whose transport builds a
+    TLS context and loads certifi's CA bundle into it: about 40 ms of CPU, even for plain HTTP. The
+    tests poll the workers' HTTP APIs thousands of times, on a 2-core machine where the workers need
+    that CPU. Every such context is the same (verify=True, no client certificate, the same
+    SSL_CERT_FILE/SSL_CERT_DIR), so one is shared; any other TLS setting builds its own as before.
+    """
+    import httpx._transports.default as transport  # httpx 0.28 (constraints.txt)
+
+    original = getattr(transport, "create_ssl_context", None)
+    if original is None:  # another httpx: each request builds its own context, as it did
+        yield
+        return
+    shared: dict[tuple[str | None, str | None], ssl.SSLContext] = {}
+
+    def create_ssl_context(verify: Any = True, cert: Any = None, trust_env: bool = True) -> ssl.SSLContext:
+        if verify is not True or cert is not None or not trust_env:
+            return original(verify=verify, cert=cert, trust_env=trust_env)
+        key = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+        if key not in shared:
+            shared[key] = original(verify=verify, cert=cert, trust_env=trust_env)
+        return shared[key]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(transport, "create_ssl_context", create_ssl_context)
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -23,10 +57,11 @@ def broker() -> Iterator[EmbeddedBroker]:
 
 @pytest.fixture
 def cluster(broker: EmbeddedBroker, tmp_path: Path) -> Iterator[Cluster]:
-    """A fresh deployment (unique topic prefix and app id); its workers stop after the test."""
+    """A fresh deployment (unique topic prefix and app id); its workers are killed after the test (no
+    other test uses its topics or group)."""
     deployment = Cluster(broker.url, tmp_path)
     yield deployment
-    deployment.stop()
+    deployment.kill()
 
 
 @pytest.fixture

@@ -87,8 +87,7 @@ def test_one_firing_change_per_incident_across_sigkill(cluster: Cluster) -> None
     cluster.partitions = 4
     cluster.use_rules(ROUTE_RULES)
     cluster.extra_env["PULSE_RULES_INTERVAL"] = "0.5s"
-    victim = cluster.add_worker()
-    cluster.add_worker()
+    victim, _ = cluster.add_workers(2)
     tail = TopicTail(cluster.bootstrap, cluster.alerts_topic)
     rng = random.Random(7)
     routes = [f"/api/incident/{i}" for i in range(24)]
@@ -135,7 +134,7 @@ def test_one_firing_change_per_incident_across_sigkill(cluster: Cluster) -> None
 def test_alerts_api_answers_the_same_from_every_worker(cluster: Cluster) -> None:
     """The built-in payment_system_down: an unhealthy payment heartbeat fires, a healthy one resolves."""
     cluster.extra_env["PULSE_RULES_INTERVAL"] = "0.5s"
-    workers = [cluster.add_worker(), cluster.add_worker()]
+    workers = cluster.add_workers(2)
 
     def heartbeat(status: str) -> None:
         event = {"ts": int(time.time() * 1000), "service": "payment", "status": status}

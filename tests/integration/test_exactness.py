@@ -136,8 +136,7 @@ def wait_counted(cluster: Cluster, expected: int, timeout: float = 120) -> None:
 
 
 def test_two_workers_match_ground_truth_and_export_each_series_once(cluster: Cluster) -> None:
-    first = cluster.add_worker()
-    second = cluster.add_worker()
+    first, second = cluster.add_workers(2)
 
     wait_until(
         lambda: [w.series()["partitions"] for w in (first, second)],

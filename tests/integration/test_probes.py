@@ -56,7 +56,7 @@ rules:
 """
     )
     cluster.extra_env["PULSE_RULES_INTERVAL"] = "0.5s"
-    workers = [cluster.add_worker(), cluster.add_worker()]
+    workers = cluster.add_workers(2)
 
     def health() -> dict[str, str]:
         out = {}

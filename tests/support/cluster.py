@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -19,6 +22,16 @@ from tests.support import quiet
 from tests.support.kafka import TP, end_offsets, publish, read_to_end
 from tests.support.metrics import Samples, parse_metrics, summed
 from tests.support.procs import REPO, Process, pulse_argv
+
+TEST_TIMINGS = {"PULSE_SESSION_TIMEOUT": "4s"}
+"""Group timings of the test workers (each test's extra_env may override them).
+
+The embedded Tansu holds every JoinGroup, the first of a new member and each rejoin of a rebalance,
+for half the session timeout rounded up to a second: 3 s with the embedded default of 6 s, 2 s with
+4 s. A killed worker leaves its group one session timeout later. The heartbeat interval (1 s) is the
+embedded default, so a worker may miss three heartbeats before the group drops it, and the reader's
+settle time after an assignment (1.5 heartbeat intervals) is the product's.
+"""
 
 DETAILED_FIELDS = (("kafka", "positions"), ("kafka", "consumerLag"), ("kafka", "partitions"), ("state",))
 """What the proofs of quiescence read in GET /health/detailed."""
@@ -88,6 +101,7 @@ class Cluster:
                 "PULSE_EMBEDDED_BROKER": "1",
                 "PULSE_TOPIC_PREFIX": self.prefix,
                 "PULSE_PARTITIONS": str(self.partitions),
+                **TEST_TIMINGS,
                 "PULSE_DATA_DIR": str(self.tmp / "data"),
                 "PULSE_LOG_LEVEL": "info",
                 "PULSE_LOG_VERBOSE": "1",  # Faust's recovery lines too: the logs tests keep and read
@@ -119,13 +133,47 @@ class Cluster:
             worker.wait_healthy()
         return worker
 
+    def add_workers(self, count: int) -> list[Worker]:
+        """Start `count` workers at once and return them once each is healthy and owns partitions.
+
+        Started together, they join the group together (one rebalance instead of one per worker).
+        """
+        started = [self.add_worker(wait=False) for _ in range(count)]
+        for worker in started:
+            worker.wait_healthy()
+        for worker in started[:-1]:  # (still so after the last one's assignment)
+            worker.wait_healthy()
+        return started
+
     def live(self) -> dict[str, Worker]:
         """The workers still running, by name."""
         return {w.name: w for w in self.workers if w.alive()}
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 20) -> None:
+        """Stop every worker: SIGTERM to all at once, then SIGKILL to those still running `timeout` s
+        later (stopped one after the other, each stop would also wait out the rebalance it causes)."""
         for worker in self.workers:
-            worker.stop()
+            worker.terminate()
+        deadline = time.monotonic() + timeout
+        for worker in self.workers:
+            if worker.proc is None:
+                continue
+            try:
+                worker.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                worker.proc.kill()
+                worker.proc.wait(5)
+
+    def kill(self) -> None:
+        """SIGKILL every worker still running, and reap it: for the end of a test, where nothing is left
+        to check and a graceful stop (a second or more for each worker) would only add to the run."""
+        for worker in self.workers:
+            if worker.alive():
+                worker.signal(signal.SIGKILL)
+        for worker in self.workers:
+            if worker.proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    worker.proc.wait(10)
 
     # --- topics --------------------------------------------------------------------------------------
 
