@@ -133,11 +133,7 @@ class Stage1:
         self.calendar = calendar
         self.crash = crash
         self.partitions = cfg.topics.partitions
-        self.pane_ms = int(cfg.windows.pane * 1000)
-        self.lateness_ms = int(cfg.windows.allowed_lateness * 1000)
-        self.future_ms = int(cfg.windows.max_future_skew * 1000)
-        self.max_bytes = cfg.ingest.max_message_bytes
-        self.limits = Limits(self.pane_ms, self.lateness_ms, self.future_ms, self.max_bytes)
+        self.limits = Limits.of(cfg)
         self.flush_max = cfg.ingest.flush_max_events
         self.min_flush_s = cfg.ingest.min_flush_interval
         self.idle_flush_s = cfg.ingest.flush_interval

@@ -19,6 +19,7 @@ from dataclasses import KW_ONLY, dataclass
 from itertools import pairwise
 from typing import Any, Final, Protocol
 
+from pipeline.config.settings import Config
 from pipeline.ingest.decode import decode
 from pipeline.ingest.preagg import Accumulator
 from schemas.events import Rejection
@@ -86,6 +87,17 @@ class Limits:
     lateness_ms: int
     future_ms: int
     max_bytes: int
+
+    @classmethod
+    def of(cls, cfg: Config) -> Limits:
+        """The limits a worker with this config applies."""
+        windows = cfg.windows
+        return cls(
+            int(windows.pane * 1000),
+            int(windows.allowed_lateness * 1000),
+            int(windows.max_future_skew * 1000),
+            cfg.ingest.max_message_bytes,
+        )
 
 
 DeadLetterSink = Callable[[Any, Any, Rejection, int | None, bytes], None]

@@ -44,7 +44,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -222,12 +222,7 @@ class Harness:
 
     def __init__(self, max_bytes: int = MAX_BYTES, flush_every: int = FLUSH_EVERY) -> None:
         cfg = Config()
-        self.limits = Limits(
-            int(cfg.windows.pane * 1000),
-            int(cfg.windows.allowed_lateness * 1000),
-            int(cfg.windows.max_future_skew * 1000),
-            max_bytes,
-        )
+        self.limits = replace(Limits.of(cfg), max_bytes=max_bytes)
         self.calendar = Calendar(cfg.metrics.timezone)
         self.guard_limits = cfg.cardinality.limits()
         self.flush_every = flush_every
