@@ -281,6 +281,8 @@ class ProbeConfig(_Section):
 
 class SlackConfig(_Section):
     """Slack: an incoming webhook, or the Web API (bot token + channel) for updatable messages."""
+    error_code: int = Field(default=500, ge=1)
+    payment_method: int = Field(default=50, ge=1)
 
     webhook_url: SecretStr | None = None
     bot_token: SecretStr | None = None

@@ -224,7 +224,7 @@ class RequestAcc:
 
 
 class ErrorAcc:
-    """Error events: counts by (pane, late, service, route)."""
+    """Error events: counts by (pane, late, service, route, error code)."""
 
     __slots__ = ("groups",)
 
@@ -233,23 +233,25 @@ class ErrorAcc:
 
     def add(self, event: ErrorEvent, start: int, late: bool, ts: int) -> None:
         """Buffer one validated error event."""
-        key = (start, late, event.service, event.route)
+        key = (start, late, event.service, event.route, event.error_code)
         self.groups[key] = self.groups.get(key, 0) + 1
 
     def parts(self, ctx: FlushContext) -> Parts:
-        """Roll the buffer up into errors-by-endpoint series."""
+        """Roll the buffer up into errors-by-endpoint and errors-by-code series."""
         parts: Parts = {}
         admit = ctx.guard.admit
-        for (start, late, service, route), n in self.groups.items():
+        for (start, late, service, route, code), n in self.groups.items():
             key = series_key("errors", admit("service", service, n), admit("route", route, n))
             merge_into(total(parts, key), {"n": n})
             if not late:
                 merge_into(pane(parts, key, start), {"n": n})
+                by_code = series_key("error_codes", admit("error_code", str(code), n))
+                merge_into(pane(parts, by_code, start), {"n": n})
         return parts
 
 
 class OrderAcc:
-    """Order events: amounts grouped by (pane, late, minute, status, user_role, currency)."""
+    """Order events: amounts grouped by (pane, late, minute, status, user_role, currency, payment method)."""
 
     __slots__ = ("groups", "users")
 
@@ -261,7 +263,7 @@ class OrderAcc:
         """Buffer one validated order event."""
         status = event.status
         minute = ts - ts % 60_000
-        key = (start, late, minute, status, event.user_role, event.currency)
+        key = (start, late, minute, status, event.user_role, event.currency, event.payment_method)
         group = self.groups.get(key)
         if group is None:
             self.groups[key] = [event.amount]
@@ -271,10 +273,10 @@ class OrderAcc:
         self.users.see(event.user_id, start, late, minute, converts)
 
     def parts(self, ctx: FlushContext) -> Parts:
-        """Roll the buffer up into order, all-order, revenue and users series."""
+        """Roll the buffer up into order, all-order, payment, revenue and users series."""
         parts: Parts = {}
         admit = ctx.guard.admit
-        for (start, late, minute, status, role, currency), amounts in self.groups.items():
+        for (start, late, minute, status, role, currency, method), amounts in self.groups.items():
             n = len(amounts)
             micro = _micros(amounts)
             by_status = series_key("orders", status, admit("user_role", role, n))
@@ -290,6 +292,8 @@ class OrderAcc:
             if late:
                 continue
             merge_into(pane(parts, by_status, start), {"n": n, "am": micro})
+            by_method = series_key("payments", status, admit("payment_method", method, n))
+            merge_into(pane(parts, by_method, start), {"n": n, "am": micro})
             created = n if status == "created" else 0
             merge_into(pane(parts, series_key("orders_all"), start), {"n": n, "nc": created})
             if confirmed:

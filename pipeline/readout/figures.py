@@ -6,6 +6,7 @@ the rules all read these same numbers.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -31,6 +32,9 @@ from pipeline.state.cells import SeriesState
 from pipeline.state.series import KINDS, parse_key
 from pipeline.state.windows import merge_window, span
 
+OUT_OF_STOCK_LISTED = 10
+"""How many out-of-stock product ids the inventory series lists (the first, in `product_order`)."""
+
 
 def _ratio(num: float, den: float) -> float | None:
     return num / den if den else None
@@ -54,7 +58,7 @@ def window_values(kind: str, agg: Agg, covered_s: float) -> dict[str, float | No
         }
     if kind == "errors":
         return {"count": n, "per_minute": n * 60.0 / covered_s}
-    if kind == "orders":
+    if kind in ("orders", "payments"):
         return {"count": n, "amount": agg.get("am", 0) / MICRO}
     if kind == "orders_all":
         created = agg.get("nc", 0)
@@ -158,13 +162,20 @@ def _user_retention(out: dict[str, Any], state: SeriesState, now_ms: int, cal: C
     }
 
 
+def product_order(product: str) -> tuple[Any, ...]:
+    """Sort key of product ids: numeric ids by number (2 before 10), before other ids by text."""
+    return (0, int(product), product) if product.isascii() and product.isdigit() else (1, 0, product)
+
+
 def _inventory_state(out: dict[str, Any], state: SeriesState, now_ms: int, cal: Calendar) -> None:
     products = state.entities.values()
     total_stock = sum(max(p["s"], 0) for p in products)
+    empty = [product for product, p in state.entities.items() if p["s"] <= 0]
     out["stock"] = {
         "products": len(state.entities),
         "low_stock": sum(1 for p in products if p["s"] <= p["l"]),
-        "out_of_stock": sum(1 for p in products if p["s"] <= 0),
+        "out_of_stock": len(empty),
+        "out_of_stock_first": heapq.nsmallest(OUT_OF_STOCK_LISTED, empty, key=product_order),
         "total_stock": total_stock,
     }
     for figures in out.get("windows", {}).values():

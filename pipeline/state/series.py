@@ -56,6 +56,13 @@ KINDS: dict[str, Kind] = {
             help="error events by endpoint",
         ),
         Kind(
+            "error_codes",
+            ("error_code",),
+            total=False,
+            windowed=True,
+            help="error events by error code (read by alert context)",
+        ),
+        Kind(
             "orders",
             ("status", "user_role"),
             total=True,
@@ -68,6 +75,13 @@ KINDS: dict[str, Kind] = {
             total=False,
             windowed=True,
             help="all order events (count, created count)",
+        ),
+        Kind(
+            "payments",
+            ("status", "payment_method"),
+            total=False,
+            windowed=True,
+            help="order events by status and payment method (count, amount; read by alert context)",
         ),
         Kind(
             "revenue",

@@ -41,7 +41,7 @@ from agents.telemetry import PipelineMetrics
 from pipeline.config.settings import Config
 from pipeline.ingest.guard import OTHER, LabelGuard
 from pipeline.ingest.preagg import ACCUMULATORS, FlushContext, Parts
-from pipeline.readout.figures import gauge_metric_name, prometheus_families, series_values
+from pipeline.readout.figures import gauge_metric_name, product_order, prometheus_families, series_values
 from pipeline.readout.names import LATENCY_METRICS, STATE_FAMILIES, TOTAL_FAMILIES, WINDOW_METRICS
 from pipeline.records import series_parts
 from pipeline.sketches.distinct import LG_K, RELATIVE_STANDARD_ERROR, estimate, sketch_of, union
@@ -380,6 +380,9 @@ def test_inventory_latest_stock_by_event_time_whatever_the_arrival_order() -> No
         "products": 302,
         "low_stock": sum(1 for s, threshold in stocks if s <= threshold),
         "out_of_stock": sum(1 for s, _ in stocks if s <= 0),
+        "out_of_stock_first": sorted(
+            (p for p, (_, e) in latest.items() if e["stock"] <= 0), key=product_order
+        )[:10],
         "total_stock": total_stock,
     }
     assert 0 < values["stock"]["out_of_stock"] < values["stock"]["low_stock"] < 302

@@ -145,6 +145,8 @@ def truth_errors(events: list[Timed]) -> dict[str, Any]:
         part.setdefault("t", {"n": 0})["n"] += 1
         if not is_late:
             part.setdefault("p", {}).setdefault(pane, {"n": 0})["n"] += 1
+            by_code = out.setdefault(series_key("error_codes", str(event["error_code"])), {})
+            by_code.setdefault("p", {}).setdefault(pane, {"n": 0})["n"] += 1
     return out
 
 
@@ -172,6 +174,14 @@ def truth_orders(events: list[Timed]) -> dict[str, Any]:
                 agg["n"] += 1
                 agg["am"] += micro
         if not is_late:
+            method = event.get("payment_method", FILLERS["payment_method"])
+            agg = (
+                out.setdefault(series_key("payments", status, method), {})
+                .setdefault("p", {})
+                .setdefault(pane, {"n": 0, "am": 0})
+            )
+            agg["n"] += 1
+            agg["am"] += micro
             agg = (
                 out.setdefault(series_key("orders_all"), {})
                 .setdefault("p", {})
@@ -222,6 +232,7 @@ order_st = st.fixed_dictionaries(
     {
         "status": st.sampled_from(["created", "confirmed", "cancelled", "refunded"]),
         "user_role": st.sampled_from(["customer", "business"]),
+        "payment_method": st.sampled_from(["card", "bank_transfer"]),
         "currency": st.sampled_from(["KRW", "USD"]),
         "amount": amount_st,
         "user_id": st.sampled_from(USER_IDS),
