@@ -220,22 +220,20 @@ def parse_ts(value: Any) -> int | Rejection:
     return Rejection("wrong_type", f"field 'ts' must be a string or number, got {_kind(value)}")
 
 
+_JSON_KINDS: tuple[tuple[type, str], ...] = (
+    (type(None), "null"),
+    (bool, "boolean"),  # before int: a bool is an int to isinstance
+    (int, "integer"),
+    (float, "number"),
+    (str, "string"),
+    (list, "array"),
+    (dict, "object"),
+)
+
+
 def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
+    """The JSON Schema type name of a decoded value, for error messages."""
+    return next((name for cls, name in _JSON_KINDS if isinstance(value, cls)), type(value).__name__)
 
 
 def _as_integer(field: Field, value: Any) -> int | None:

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -25,22 +26,20 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+@dataclass(eq=False)
 class TopicReader:
     """Feed every record value of a topic to `take`; `caught_up` is set once the end was reached."""
 
-    def __init__(
-        self, broker: BrokerConfig, topic: str, take: Callable[[bytes | None], None], crash: Crash
-    ) -> None:
-        self.broker = broker
-        self.crash = crash
-        self.topic = topic
-        self.take = take
-        self.positions: dict[TopicPartition, int] = {}
-        self.caught_up = asyncio.Event()
-        self.last_ok: float | None = None
-        """Monotonic time the broker last answered a fetch of this topic (None: never)."""
-        self.answered_ms: int | None = None
-        """aiokafka's wall-clock stamp (ms) of that answer, to tell a new answer from an old one."""
+    broker: BrokerConfig
+    topic: str
+    take: Callable[[bytes | None], None]
+    crash: Crash
+    positions: dict[TopicPartition, int] = field(default_factory=dict, init=False)
+    caught_up: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    last_ok: float | None = field(default=None, init=False)
+    """Monotonic time the broker last answered a fetch of this topic (None: never)."""
+    answered_ms: int | None = field(default=None, init=False)
+    """aiokafka's wall-clock stamp (ms) of that answer, to tell a new answer from an old one."""
 
     async def run(self) -> None:
         """Read forever; reconnect after errors, resuming where it stopped."""

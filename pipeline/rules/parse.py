@@ -209,14 +209,19 @@ def _configured(windows: Sequence[float]) -> str:
     return ", ".join(format_duration(w) for w in windows)
 
 
+def _applies(
+    raw: dict[str, Any], path: Path, src: Source, info: MetricInfo, field: str, applies: bool, what: str
+) -> bool:
+    """Whether `field` applies to the rule's metric; when it does not but is given, report it."""
+    if not applies and field in raw:
+        src.report((*path, field), f"metric {info.name!r} has no {what}", f"remove `{field}`")
+    return applies
+
+
 def _window(
     raw: dict[str, Any], path: Path, src: Source, info: MetricInfo | None, windows: Sequence[float]
 ) -> float | None:
-    if info is None:
-        return None
-    if not info.windowed:
-        if "window" in raw:
-            src.report((*path, "window"), f"metric {info.name!r} has no window", "remove `window`")
+    if info is None or not _applies(raw, path, src, info, "window", info.windowed, "window"):
         return None
     if "window" not in raw:
         src.report(
@@ -240,11 +245,7 @@ def _window(
 
 def _quantile(raw: dict[str, Any], path: Path, src: Source, info: MetricInfo | None) -> float | None:
     choices = ", ".join(f"{q:g}" for q in LATENCY_QUANTILES)
-    if info is None:
-        return None
-    if not info.latency:
-        if "quantile" in raw:
-            src.report((*path, "quantile"), f"metric {info.name!r} has no quantiles", "remove `quantile`")
+    if info is None or not _applies(raw, path, src, info, "quantile", info.latency, "quantiles"):
         return None
     value = raw.get("quantile")
     if value is None:

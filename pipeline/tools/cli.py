@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import click
@@ -282,50 +282,54 @@ def rules() -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 def rules_check(files: tuple[str, ...]) -> None:
     """Report every mistake in rules FILES, with its line number and a hint."""
-    from pipeline.rules import check_rules
-
-    windows = _config().windows.windows
-    failed = False
-    for name in files:
-        try:
-            text = open(name, encoding="utf-8").read()  # noqa: SIM115 - read whole file at once
-        except OSError as exc:
-            click.echo(f"{name}: cannot read: {exc.strerror}", err=True)
-            failed = True
-            continue
-        problems = check_rules(text, name, windows)
-        for problem in problems:
-            click.echo(str(problem), err=True)
-        if problems:
-            failed = True
-            click.echo(f"{name}: {len(problems)} problem(s)", err=True)
-        else:
-            click.echo(f"{name}: OK")
-    if failed:
-        sys.exit(1)
+    _each_file(files, _check_file)
 
 
 @rules.command("test")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 def rules_test(files: tuple[str, ...]) -> None:
     """Run rule unit tests (input series over time, expected alerts), like `promtool test rules`."""
+    _each_file(files, _test_file)
+
+
+def _each_file(files: tuple[str, ...], one: Callable[[str, Sequence[float]], bool]) -> None:
+    """Run `one` on every file with the configured windows (True: it passed); exit 1 if any did not."""
+    windows = _config().windows.windows
+    passed = [one(name, windows) for name in files]
+    if not all(passed):
+        sys.exit(1)
+
+
+def _check_file(name: str, windows: Sequence[float]) -> bool:
+    from pipeline.rules import check_rules
+
+    try:
+        text = open(name, encoding="utf-8").read()  # noqa: SIM115 - read whole file at once
+    except OSError as exc:
+        click.echo(f"{name}: cannot read: {exc.strerror}", err=True)
+        return False
+    problems = check_rules(text, name, windows)
+    for problem in problems:
+        click.echo(str(problem), err=True)
+    if problems:
+        click.echo(f"{name}: {len(problems)} problem(s)", err=True)
+    else:
+        click.echo(f"{name}: OK")
+    return not problems
+
+
+def _test_file(name: str, windows: Sequence[float]) -> bool:
     from pipeline.rules import run_rule_tests
 
-    windows = _config().windows.windows
-    failed = False
-    for name in files:
-        try:
-            report = run_rule_tests(name, windows)
-        except PulseError as exc:
-            click.echo(str(exc), err=True)
-            failed = True
-            continue
-        click.echo(f"{name}:")
-        for line in report.lines:
-            click.echo(line)
-        failed = failed or not report.ok
-    if failed:
-        sys.exit(1)
+    try:
+        report = run_rule_tests(name, windows)
+    except PulseError as exc:
+        click.echo(str(exc), err=True)
+        return False
+    click.echo(f"{name}:")
+    for line in report.lines:
+        click.echo(line)
+    return report.ok
 
 
 @rules.command("list")
