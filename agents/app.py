@@ -17,7 +17,7 @@ from typing import Any
 from faust.types import TopicT
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
-from agents import history, probes, silences
+from agents import cluster, history, probes, silences
 from agents.kafka import reader
 from agents.kafka.durable import crasher
 from agents.kafka.positions import Lifecycle
@@ -114,6 +114,7 @@ class Pulse:
             ),
             self.flushlog.changelog_topic.get_topic_name(),
         )
+        self.cluster = cluster.register(app, config, self.stage2.view, self.reader, "cells")
         self.stage2.evaluator = Evaluator(
             config,
             self.stage2.view,
@@ -193,6 +194,7 @@ class Pulse:
             ownership=self.reader,
             reader=self.reader,
             series=self.stage2.view,
+            cluster=self.cluster,
             ingest=self.stage1,
             alerts=self.history,
             silences=self.silences,
@@ -234,6 +236,9 @@ def faust_settings(config: Config) -> dict[str, Any]:
         "web_port": config.web.port,
         "web_bind": config.web.host,
         "web_host": config.web.host,
+        # What the assignor hands every member with the assignment: the cluster view (agents.cluster)
+        # reaches the other workers there, never at the address they bind (0.0.0.0 in containers).
+        "canonical_url": config.web.advertised(),
         "datadir": str(Path(config.worker.data_dir) / config.app_id),
         "consumer_auto_offset_reset": "earliest",
         "stream_wait_empty": False,

@@ -10,7 +10,8 @@
   Notification channels are reported, and a failing channel marks the answer `degraded` without failing
   it either (a Slack outage is no reason to restart a worker).
 - `/health/detailed`: the same plus consumer lag per topic, state sizes, rule freshness, channel
-  results and business figures.
+  results, business figures, and every worker of the assignment with its URL and partitions
+  (`cluster`).
 
 Everything is judged from state the worker keeps anyway, on each request: the time the broker last
 answered a fetch of the alerts topic (every worker reads all of it, idle or busy, see
@@ -136,6 +137,19 @@ def ready_body(deps: WebDeps) -> tuple[int, dict[str, Any]]:
     return (200 if ready else 503), {"ready": ready, "reason": reason}
 
 
+def cluster_body(deps: WebDeps) -> dict[str, Any]:
+    """Every worker of the current assignment, with the URL it advertises and the partitions it owns,
+    as Faust's assignor handed them to this worker (no request to the others: this stays fast)."""
+    members = deps.cluster.members()
+    assigned = {p for m in members for p in m.partitions}
+    return {
+        "self": deps.cluster.self_url,
+        "partitions": deps.config.topics.partitions,
+        "workers": [{"url": m.url, "partitions": list(m.partitions), "self": m.is_self} for m in members],
+        "unassigned": sorted(set(range(deps.config.topics.partitions)) - assigned),
+    }
+
+
 def detailed_body(deps: WebDeps) -> tuple[int, dict[str, Any]]:
     """Return (HTTP status, body) of GET /health/detailed."""
     status, health = health_body(deps)
@@ -166,6 +180,7 @@ def detailed_body(deps: WebDeps) -> tuple[int, dict[str, Any]]:
             "consumerLag": deps.reader.lag(),
             "positions": deps.reader.positions(),
         },
+        "cluster": cluster_body(deps),
         "state": {
             "ready": ready,
             "ownedSeries": len(states),

@@ -20,6 +20,9 @@ API_BODY_LIMIT = 65_536
 MAX_EPOCH_MS = 253_402_300_799_999
 """The last millisecond of year 9999, as in the event schemas."""
 
+SERIES_SCOPES = ("local", "cluster")
+"""The scopes of /api/v1/series: this worker's share, or the whole cluster's series."""
+
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _JSON = "application/json"
 
@@ -142,7 +145,9 @@ def _paths(event_limit: int) -> dict[str, Any]:
             }
         },
         "/health": _health("health: liveness, the monitoring guide's HealthStatus", "status"),
-        "/health/detailed": _health("health detailed: services, Kafka, state, rules, channels", "status"),
+        "/health/detailed": _health(
+            "health detailed: services, Kafka, state, rules, channels, the cluster's workers", "status"
+        ),
         "/ready": _health("ready: readiness, 200 once the worker reads its partitions", "ready"),
         "/api/v1/openapi.json": {
             "get": {
@@ -155,7 +160,14 @@ def _paths(event_limit: int) -> dict[str, Any]:
         "/api/v1/series": {
             "get": {
                 "operationId": "series",
-                "summary": "Every owned series with its totals and windows",
+                "summary": "Every series with its totals and windows: this worker's, or the whole cluster's",
+                "description": (
+                    "scope=local (the default): the series this worker owns (its `partitions`). "
+                    "scope=cluster: every worker's series, read from the worker that owns them; a "
+                    "worker that does not answer within web.cluster_timeout (1 s by default) is listed "
+                    "in `workers` as `missing`, its partitions in `missing_partitions`, and `partial` "
+                    "is true."
+                ),
                 "tags": ["api"],
                 "parameters": [
                     _query_param(
@@ -163,17 +175,29 @@ def _paths(event_limit: int) -> dict[str, Any]:
                         "evaluate the windows at this instant (epoch ms; default now)",
                         {"type": "number", "minimum": 0, "maximum": MAX_EPOCH_MS},
                     ),
-                    _query_param("kind", "only series of this kind (requests, route, health ...)"),
+                    _list_param("kind", "only series of these kinds (requests, route, health ...)"),
+                    _query_param(
+                        "scope",
+                        "local: this worker's series (default); cluster: every worker's",
+                        {"type": "string", "enum": list(SERIES_SCOPES), "default": "local"},
+                    ),
                 ],
                 "responses": {
                     "200": _reply(
                         "The series",
-                        _object(
-                            ["at", "partitions", "series"],
-                            at={"type": "integer"},
-                            partitions={"type": "array", "items": {"type": "integer"}},
-                            series=_ARRAY_OF_OBJECTS,
-                        ),
+                        {
+                            **_object(
+                                ["at", "partitions", "series"],
+                                at={"type": "integer"},
+                                partitions={"type": "array", "items": {"type": "integer"}},
+                                series=_ARRAY_OF_OBJECTS,
+                                scope={"enum": list(SERIES_SCOPES)},
+                                workers={"type": "array", "items": {"$ref": "#/components/schemas/Worker"}},
+                                missing_partitions={"type": "array", "items": {"type": "integer"}},
+                                partial={"type": "boolean"},
+                            ),
+                            "description": "workers, missing_partitions and partial with scope=cluster",
+                        },
                     ),
                     "400": _error("A query parameter is invalid (the message names it)"),
                 },
@@ -343,7 +367,17 @@ def document(event_limit: int) -> dict[str, Any]:
         "paths": _paths(event_limit),
         "components": {
             "schemas": {
-                "Error": _object(["status", "error"], status={"const": "error"}, error={"type": "string"})
+                "Error": _object(["status", "error"], status={"const": "error"}, error={"type": "string"}),
+                "Worker": _object(
+                    ["url", "partitions", "self", "status"],
+                    url={"type": "string"},
+                    partitions={"type": "array", "items": {"type": "integer"}},
+                    self={"type": "boolean"},
+                    status={"enum": ["ok", "missing"]},
+                    error={"type": "string", "description": "why it is missing"},
+                    elapsed_ms={"type": "number"},
+                    served={"type": "array", "items": {"type": "integer"}},
+                ),
             },
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },

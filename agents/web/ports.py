@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 
+from agents.cluster import ClusterView
 from agents.telemetry import PipelineMetrics
 from pipeline.alerting.silence import Silence
 from pipeline.config.settings import Config
@@ -134,6 +135,8 @@ class WebDeps:
     ownership: Ownership
     reader: ReaderStatus
     series: SeriesSource
+    cluster: ClusterView
+    """Every worker's series, and the members of the assignment (`agents.cluster`)."""
     ingest: IngestStatus
     alerts: AlertsSource
     silences: SilencesSource

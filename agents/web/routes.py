@@ -21,7 +21,6 @@ from agents.silences import new_silence
 from agents.web import health, metrics, openapi, page
 from pipeline.config.settings import secret_text
 from pipeline.durations import parse_duration
-from pipeline.readout.figures import all_series_values
 from schemas.events import TOPIC_OF_TYPE
 
 if TYPE_CHECKING:
@@ -35,6 +34,8 @@ NOSNIFF = {"X-Content-Type-Options": "nosniff"}
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 """The policy of every response that sets none itself (the page sets its own): nothing may run."""
 _WHOLE_NUMBER = re.compile(r"[0-9]{1,16}")
+SCOPES = openapi.SERIES_SCOPES
+"""/api/v1/series?scope=: this worker's share (local, the default) or every worker's (cluster)."""
 
 
 def _now_ms(request: Request) -> int:
@@ -138,22 +139,17 @@ def register(app: App, deps: WebDeps) -> None:
         async def get(self, request: Request) -> Response:
             try:
                 now_ms = _now_ms(request)
+                scope = _once(request.query, "scope") or "local"
+                if scope not in SCOPES:
+                    raise ValueError(f"scope: expected {' or '.join(SCOPES)}, got {scope!r}")
             except ValueError as exc:
                 return refused(self, 400, str(exc))
-            states = deps.series.states()
-            kind = request.query.get("kind")
-            series = [
-                {"key": key, **values}
-                for key, values in all_series_values(states, now_ms, deps.config)
-                if kind is None or values["kind"] == kind
-            ]
-            return self.json(
-                {
-                    "at": now_ms,
-                    "partitions": sorted(deps.ownership.active_partitions()),
-                    "series": series,
-                }
-            )
+            kinds = _listed(request.query, "kind") or None
+            if scope == "cluster":
+                whole = await deps.cluster.series(now_ms, kinds)
+                return self.json(whole.to_dict())
+            partitions, series = deps.cluster.local(now_ms, kinds)
+            return self.json({"at": now_ms, "partitions": partitions, "series": series})
 
     @app.page("/api/v1/alerts")
     class Alerts(View):

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+import socket
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -127,6 +128,57 @@ class WebConfig(_Section):
 
     host: str = "127.0.0.1"
     port: int = Field(default=6066, ge=0, le=65535)
+    advertised_url: str | None = None
+    cluster_timeout: Duration = 1.0
+
+    @field_validator("advertised_url")
+    @classmethod
+    def _check_advertised(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parsed = urlsplit(value)
+        try:
+            port_ok = parsed.port is None or parsed.port > 0
+        except ValueError:  # not a number, or out of range
+            port_ok = False
+        if (
+            parsed.scheme not in ("http", "https")
+            or not parsed.hostname
+            or not port_ok
+            or parsed.path not in ("", "/")
+        ):
+            raise ValueError(
+                f"invalid advertised URL {value!r}: use http://HOST:PORT, an address the other workers "
+                "can reach (no path)"
+            )
+        if parsed.hostname in UNSPECIFIED_HOSTS:
+            raise ValueError(
+                f"advertised URL {value!r} names no host: use this worker's name or address "
+                "(e.g. http://worker-1:6066), not the address it binds"
+            )
+        return value.rstrip("/")
+
+    @field_validator("cluster_timeout")
+    @classmethod
+    def _check_cluster_timeout(cls, value: float) -> float:
+        if not 0 < value <= 60:
+            raise ValueError("web.cluster_timeout must be more than 0 and at most 60s")
+        return value
+
+    def advertised(self, hostname: Callable[[], str] = socket.gethostname) -> str:
+        """The URL other workers reach this one at (Faust's `canonical_url`): `advertised_url` when set;
+        else `http://<host>:<port>` for a concrete host, and the machine's name (`hostname()`) when the
+        server binds every address (0.0.0.0 or ::), which no other worker could reach."""
+        if self.advertised_url:
+            return self.advertised_url
+        host = hostname() if self.host in UNSPECIFIED_HOSTS else self.host
+        if ":" in host:  # an IPv6 address
+            host = f"[{host.strip('[]')}]"
+        return f"http://{host}:{self.port}"
+
+
+UNSPECIFIED_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
+"""Hosts that mean "every address" when bound: never an address to advertise."""
 
 
 class WorkerConfig(_Section):
@@ -229,6 +281,8 @@ class CardinalityConfig(_Section):
     currency: int = Field(default=50, ge=1)
     product: int = Field(default=100_000, ge=1)
     gauge: int = Field(default=2000, ge=1)
+    error_code: int = Field(default=500, ge=1)
+    payment_method: int = Field(default=50, ge=1)
 
     def limits(self) -> dict[str, int]:
         """Limit by dimension name."""
@@ -281,8 +335,6 @@ class ProbeConfig(_Section):
 
 class SlackConfig(_Section):
     """Slack: an incoming webhook, or the Web API (bot token + channel) for updatable messages."""
-    error_code: int = Field(default=500, ge=1)
-    payment_method: int = Field(default=50, ge=1)
 
     webhook_url: SecretStr | None = None
     bot_token: SecretStr | None = None
@@ -559,6 +611,16 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("PULSE_REPLICATION", ("topics", "replication"), "replication factor of new topics"),
     EnvVar("PULSE_WEB_HOST", ("web", "host"), "address the HTTP server binds"),
     EnvVar("PULSE_WEB_PORT", ("web", "port"), "port of the HTTP server"),
+    EnvVar(
+        "PULSE_WEB_ADVERTISED_URL",
+        ("web", "advertised_url"),
+        "URL the other workers reach this one at (the cluster view)",
+    ),
+    EnvVar(
+        "PULSE_CLUSTER_TIMEOUT",
+        ("web", "cluster_timeout"),
+        "how long the cluster view waits for another worker",
+    ),
     EnvVar(
         "PULSE_APP_ID",
         ("worker", "app_id"),

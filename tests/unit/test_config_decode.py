@@ -176,7 +176,7 @@ def test_unknown_key_names_file_line_and_known_keys(tmp_path: Path) -> None:
     assert f"{path} line 5" in message
     assert "web.prot" in message
     assert "unknown key" in message
-    assert "known keys here: host, port" in message
+    assert "known keys here: advertised_url, cluster_timeout, host, port" in message
 
 
 def test_unknown_top_level_key(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ def _registered() -> set[tuple[str, str]]:
         ownership=unused,
         reader=unused,
         series=unused,
+        cluster=unused,
         ingest=unused,
         alerts=unused,
         silences=unused,

@@ -1,0 +1,130 @@
+"""The cluster view's pure parts: merging the workers' answers, the members of an assignment, and the
+address a worker advertises to the others."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from agents.cluster import Answer, Member, members_of, merge
+from pipeline.config.settings import WebConfig, load_config
+from pipeline.errors import ConfigError
+
+ME = Member("http://a:6066", (0, 1), is_self=True)
+B = Member("http://b:6066", (2,))
+C = Member("http://c:6066", (3,))
+
+
+def entry(key: str, count: int) -> dict[str, Any]:
+    return {"key": key, "kind": "errors", "total": {"count": count}}
+
+
+def test_every_answer_counts_once_and_a_whole_cluster_is_not_partial() -> None:
+    answers = [
+        Answer(ME, (0, 1), [entry('["errors","a"]', 1)], elapsed_ms=0.5),
+        Answer(B, (2,), [entry('["errors","c"]', 3)], elapsed_ms=12.0),
+        Answer(C, (3,), [entry('["errors","b"]', 2)], elapsed_ms=9.0),
+    ]
+    whole = merge(1_000, answers, 4)
+    assert [s["key"] for s in whole.series] == ['["errors","a"]', '["errors","b"]', '["errors","c"]']
+    assert whole.missing_partitions == []
+    assert not whole.partial
+    assert [w["status"] for w in whole.workers] == ["ok", "ok", "ok"]
+    assert whole.workers[0] == {
+        "url": "http://a:6066",
+        "partitions": [0, 1],
+        "self": True,
+        "status": "ok",
+        "elapsed_ms": 0.5,
+        "served": [0, 1],
+    }
+    body = whole.to_dict()
+    assert body["partitions"] == [0, 1, 2, 3]
+    assert body["partial"] is False
+    assert body["scope"] == "cluster"
+
+
+def test_a_member_that_did_not_answer_is_missing_with_its_partitions_never_left_out_silently() -> None:
+    answers = [
+        Answer(ME, (0, 1), [entry('["errors","a"]', 1)]),
+        Answer(B, error="no answer within 1 s", elapsed_ms=1000.2),
+        Answer(C, (3,), [entry('["errors","b"]', 2)]),
+    ]
+    whole = merge(1_000, answers, 4)
+    assert whole.partial
+    assert whole.missing_partitions == [2]
+    missing = whole.workers[1]
+    assert missing["status"] == "missing"
+    assert missing["error"] == "no answer within 1 s"
+    assert missing["partitions"] == [2]
+    assert "served" not in missing
+    assert [s["key"] for s in whole.series] == ['["errors","a"]', '["errors","b"]']
+    assert whole.to_dict()["partitions"] == [0, 1, 3]
+
+
+def test_partitions_nobody_serves_are_missing_and_a_member_serving_none_of_its_own_is_missing() -> None:
+    # B answered but reads none of its partitions yet (recovering); partition 3 has no member at all.
+    answers = [Answer(ME, (0, 1), []), Answer(B, (), [])]
+    whole = merge(1_000, answers, 4)
+    assert whole.missing_partitions == [2, 3]
+    assert whole.workers[1]["status"] == "missing"
+    assert "recovering" in whole.workers[1]["error"]
+    # During a rebalance two members may both hold a series for a moment: it is taken once, the first.
+    twice = merge(1_000, [Answer(ME, (0, 1), [entry("k", 1)]), Answer(B, (1, 2), [entry("k", 9)])], 3)
+    assert twice.series == [entry("k", 1)]
+    assert twice.missing_partitions == []
+
+
+def test_members_come_from_faust_s_changelog_distribution_this_worker_first() -> None:
+    topic = "app-cells-changelog"
+    distribution = {
+        "http://c:6066": {topic: [3, 1]},
+        "http://a:6066": {topic: [0], "app-flushlog-changelog": [0]},
+        "http://b:6066": {},
+    }
+    members = members_of(distribution, topic, "http://b:6066")
+    assert members == [
+        Member("http://b:6066", (), True),
+        Member("http://a:6066", (0,)),
+        Member("http://c:6066", (1, 3)),
+    ]
+    assert members_of({}, topic, "http://a:6066") == []
+
+
+def test_the_advertised_address_defaults_to_one_the_others_can_reach() -> None:
+    def host() -> str:
+        return "worker-7"
+
+    assert WebConfig().advertised(host) == "http://127.0.0.1:6066"
+    assert WebConfig(host="10.1.2.3", port=7000).advertised(host) == "http://10.1.2.3:7000"
+    # Bound to every address (containers): the machine's name, never 0.0.0.0.
+    assert WebConfig(host="0.0.0.0").advertised(host) == "http://worker-7:6066"
+    assert WebConfig(host="::").advertised(host) == "http://worker-7:6066"
+    assert WebConfig(host="::1", port=80).advertised(host) == "http://[::1]:80"
+    explicit = load_config({"PULSE_WEB_HOST": "0.0.0.0", "PULSE_WEB_ADVERTISED_URL": "http://worker-1:6066/"})
+    assert explicit.web.advertised(host) == "http://worker-1:6066"
+    assert load_config({}).web.cluster_timeout == 1.0
+    assert load_config({"PULSE_CLUSTER_TIMEOUT": "250ms"}).web.cluster_timeout == 0.25
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("worker-1:6066", "use http://HOST:PORT"),
+        ("http://worker-1:6066/api", "no path"),
+        ("http://worker-1:port", "use http://HOST:PORT"),
+        ("http://0.0.0.0:6066", "names no host"),
+    ],
+)
+def test_a_wrong_advertised_url_is_refused_naming_the_variable(value: str, says: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config({"PULSE_WEB_ADVERTISED_URL": value})
+    message = str(caught.value)
+    assert "PULSE_WEB_ADVERTISED_URL (config key web.advertised_url)" in message
+    assert says in message
+
+
+def test_the_cluster_timeout_is_bounded() -> None:
+    with pytest.raises(ConfigError, match=r"web.cluster_timeout must be more than 0"):
+        load_config({"PULSE_CLUSTER_TIMEOUT": "0"})
