@@ -23,6 +23,7 @@ from typing import Any, cast
 
 import faust
 from aiokafka.helpers import create_ssl_context
+from faust.tables import TableManager
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
@@ -121,11 +122,32 @@ class _Transport(faust_aiokafka.Transport):
     Consumer = _Consumer
 
 
+class PromptTableManager(TableManager):
+    """Faust's table manager without the fixed second it waits before it registers the changelogs.
+
+    Faust's `TableManager.on_start` sleeps 1 s so that tables defined while the app starts are
+    registered too; every pulse table is defined before the worker starts, so the wait only delays
+    the group join, and with it every worker start and every rebalance-driven test. The rest is
+    Faust's own start (`_update_channels`, private: it registers each changelog and unblocks the
+    consumer; then the recovery service).
+    """
+
+    async def on_start(self) -> None:
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
+
+
 class PulseFaustApp(faust.App):
-    """faust.App whose consumer uses the configured fetch wait and high-water check."""
+    """faust.App whose consumer uses the configured fetch wait and high-water check, and whose table
+    manager starts without Faust's fixed wait (`PromptTableManager`)."""
 
     fetch_max_wait_ms: int | None = None
     verify_highwaters: bool = False
+
+    def __init__(self, *args: Any, **options: Any) -> None:
+        options.setdefault("TableManager", PromptTableManager)
+        super().__init__(*args, **options)
 
     def configure_fetch(self, config: Config) -> None:
         """Take the fetch wait (None keeps Faust's 1.5 s) and the high-water check from the config."""
