@@ -272,6 +272,9 @@ class AlertRecord(Record, frozen=True):
     annotations: dict[str, str]
     starts_at: str | None
     ends_at: str | None
+    context: dict[str, Any] | None = None
+    """The top contributors behind a firing transition's number (`pipeline.alerting.context`); optional,
+    so records written before it existed read as they did, and older workers ignore it."""
 
 
 # -- notifications ---------------------------------------------------------------------------------

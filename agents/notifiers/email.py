@@ -29,6 +29,7 @@ from agents.notifiers.base import (
     runbook,
 )
 from agents.notifiers.slack import COLOURS
+from pipeline.alerting.context import footer, of_alert, partial_note, table, text_lines
 from pipeline.alerting.text import html_text, one_line, strip_control
 from pipeline.config.settings import ChannelsConfig, secret_text
 
@@ -67,6 +68,10 @@ def _alert_text(alert: Mapping[str, Any]) -> list[str]:
     url = runbook(alert)
     if url:
         lines.append(f"  runbook: {url}")
+    found = of_alert(alert)
+    if found is not None:
+        lines.append("  context:")
+        lines.extend(f"    {line}" for line in text_lines(found))
     lines.append("")
     return lines
 
@@ -100,8 +105,45 @@ def _alert_html(alert: Mapping[str, Any]) -> str:
         f"<p>{message}</p>"
         f"<p>Value <b>{number(alert.get('currentValue'))}</b>, "
         f"threshold <b>{number(alert.get('threshold'))}</b></p>"
-        f"<ul>{label_items}</ul>{link}"
+        f"<ul>{label_items}</ul>{link}{_context_html(alert)}"
     )
+
+
+_CELL = 'style="border:1px solid #ddd;padding:2px 8px;text-align:{align}"'
+
+
+def _context_html(alert: Mapping[str, Any]) -> str:
+    """The alert's context as HTML tables, one per section; every cell escaped."""
+    found = of_alert(alert)
+    if found is None:
+        return ""
+    window = f" ({html_text(found.window)})" if found.window else ""
+    parts = []
+    for section in found.sections:
+        rows = table(section)
+        head = "".join(
+            f"<th {_CELL.format(align='left' if i == 0 else 'right')}>{html_text(c)}</th>"
+            for i, c in enumerate(rows[0])
+        )
+        body = "".join(
+            "<tr>"
+            + "".join(
+                f"<td {_CELL.format(align='left' if i == 0 else 'right')}>{html_text(c)}</td>"
+                for i, c in enumerate(row)
+            )
+            + "</tr>"
+            for row in rows[1:]
+        )
+        more = f"<p>{html_text(footer(section))}</p>" if section.more else ""
+        empty = "" if rows[1:] else "<p>none</p>"
+        parts.append(
+            f"<h4>{html_text(section.title)}{window}</h4>"
+            f'<table style="border-collapse:collapse"><tr>{head}</tr>{body}</table>{empty}{more}'
+        )
+    note = partial_note(found)
+    if note:
+        parts.append(f"<p><i>{html_text(note)}</i></p>")
+    return "".join(parts)
 
 
 def build_message(n: Notification, config: ChannelsConfig) -> EmailMessage:

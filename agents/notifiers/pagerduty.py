@@ -19,6 +19,7 @@ from agents.notifiers.base import (
     number,
     runbook,
 )
+from pipeline.alerting.context import of_alert
 from pipeline.alerting.text import clip, one_line
 from pipeline.config.settings import ChannelsConfig, secret_text, shown_url
 
@@ -42,6 +43,17 @@ def event(alert: Mapping[str, Any], routing_key: str, external_url: str) -> dict
     url = runbook(alert)
     if url:
         links.insert(0, {"href": url, "text": "Runbook"})
+    details = {
+        "message": str(alert.get("message", "")),
+        "metric": alert.get("metric"),
+        "current_value": alert.get("currentValue"),
+        "threshold": alert.get("threshold"),
+        "labels": dict(alert.get("labels") or {}),
+        "annotations": dict(alert.get("annotations") or {}),
+    }
+    found = of_alert(alert)
+    if found is not None:
+        details["context"] = found.to_dict()
     return {
         "routing_key": routing_key,
         "event_action": "trigger",
@@ -54,14 +66,7 @@ def event(alert: Mapping[str, Any], routing_key: str, external_url: str) -> dict
             "severity": SEVERITY.get(str(alert.get("severity", "")), "warning"),
             "timestamp": alert.get("starts_at") or alert.get("timestamp"),
             "class": str(alert.get("rule", "")),
-            "custom_details": {
-                "message": str(alert.get("message", "")),
-                "metric": alert.get("metric"),
-                "current_value": alert.get("currentValue"),
-                "threshold": alert.get("threshold"),
-                "labels": dict(alert.get("labels") or {}),
-                "annotations": dict(alert.get("annotations") or {}),
-            },
+            "custom_details": details,
         },
         "links": links,
     }

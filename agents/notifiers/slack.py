@@ -33,6 +33,7 @@ from agents.notifiers.base import (
     redact,
     runbook,
 )
+from pipeline.alerting.context import of_alert, text_lines
 from pipeline.alerting.text import clip, clip_escaped, one_line, slack_text
 from pipeline.config.settings import ChannelsConfig, secret_text, shown_url
 
@@ -117,9 +118,24 @@ def alert_blocks(alert: Mapping[str, Any]) -> list[dict[str, Any]]:
         "type": "section",
         "text": {"type": "mrkdwn", "text": clip_escaped("\n".join(lines), _SECTION_MAX)},
     }
+    blocks = [section, *context_table(alert)]
     labels = alert.get("labels") or {}
     text = "  ".join(f"`{slack_text(str(k))}={slack_text(str(v))}`" for k, v in sorted(labels.items()))
-    return [section, context(clip_escaped(text, _LABELS_MAX))] if text else [section]
+    return [*blocks, context(clip_escaped(text, _LABELS_MAX))] if text else blocks
+
+
+def context_table(alert: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The alert's context (top routes, error codes...) as a monospace table in one section, or nothing.
+
+    Slack has no tables: the columns are aligned in a code block. Event text is escaped, and a backtick
+    in it cannot close the block (it is shown as a look-alike).
+    """
+    found = of_alert(alert)
+    if found is None:
+        return []
+    table = slack_text("\n".join(text_lines(found)).replace("`", "\u02cb"))
+    body = clip_escaped(table, _SECTION_MAX - 20)
+    return [{"type": "section", "text": {"type": "mrkdwn", "text": f"*Context*\n```{body}```"}}]
 
 
 def context(text: str) -> dict[str, Any]:

@@ -24,6 +24,8 @@ from urllib.parse import quote
 import orjson
 
 from agents.notifiers.base import Notification, Notifier, Outcome, Probe, hidden_url, is_resolved
+from pipeline.alerting.context import of_alert, summary
+from pipeline.alerting.text import strip_control
 from pipeline.config.settings import ChannelsConfig, secret_text
 
 NOT_ENDED = "0001-01-01T00:00:00Z"  # what Alertmanager sends as endsAt of an alert that has not ended
@@ -57,14 +59,32 @@ def v4_alert(alert: Mapping[str, Any], external_url: str) -> dict[str, Any]:
     labels.setdefault("alertname", str(alert.get("rule", "")))
     labels.setdefault("severity", str(alert.get("severity", "")))
     resolved = is_resolved(alert)
-    return {
+    annotations = {str(k): str(v) for k, v in (alert.get("annotations") or {}).items()}
+    annotations.update(context_annotations(alert))
+    out: dict[str, Any] = {
         "status": "resolved" if resolved else "firing",
         "labels": labels,
-        "annotations": {str(k): str(v) for k, v in (alert.get("annotations") or {}).items()},
+        "annotations": annotations,
         "startsAt": alert.get("starts_at") or alert.get("timestamp"),
         "endsAt": (alert.get("ends_at") or alert.get("timestamp")) if resolved else NOT_ENDED,
         "generatorURL": generator_url(alert, external_url),
         "fingerprint": str(alert.get("fingerprint", "")),
+    }
+    found = of_alert(alert)
+    if found is not None:
+        out["context"] = found.to_dict()
+    return out
+
+
+def context_annotations(alert: Mapping[str, Any]) -> dict[str, str]:
+    """The alert's context as annotations: `context` readable text, `context_json` the structure as
+    compact JSON (both without control characters); none without a context."""
+    found = of_alert(alert)
+    if found is None:
+        return {}
+    return {
+        "context": strip_control(summary(found)),
+        "context_json": strip_control(orjson.dumps(found.to_dict()).decode()),
     }
 
 

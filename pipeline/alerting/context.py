@@ -26,6 +26,7 @@ from typing import Any, Final
 
 import msgspec
 
+from pipeline.alerting.text import clip, one_line
 from pipeline.durations import format_duration
 from pipeline.readout.figures import OUT_OF_STOCK_LISTED
 from pipeline.rules.model import Rule
@@ -367,3 +368,42 @@ def summary(context: AlertContext) -> str:
     if note:
         lines.append(note)
     return "\n".join(lines)
+
+
+CELL_MAX: Final = 48
+"""Longest cell of a text table (a longer route or code is cut with an ellipsis)."""
+
+
+def of_alert(alert: Mapping[str, Any]) -> AlertContext | None:
+    """The context an alert dict carries, or None (none, or not in a form this version reads)."""
+    data = alert.get("context")
+    if not isinstance(data, Mapping):
+        return None
+    try:
+        return AlertContext.from_dict(data)
+    except msgspec.ValidationError:
+        return None
+
+
+def text_lines(context: AlertContext) -> list[str]:
+    """The context as aligned plain-text tables, one line each (not escaped: the channel escapes)."""
+    lines = []
+    for section in context.sections:
+        lines.append(f"{section.title} ({context.window})" if context.window else section.title)
+        rows = [[clip(one_line(cell), CELL_MAX) for cell in row] for row in table(section)]
+        if len(rows) == 1:
+            lines.append("  none")
+            continue
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            cells = [
+                cell.ljust(w) if i == 0 else cell.rjust(w)
+                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            ]
+            lines.append(("  " + "  ".join(cells)).rstrip())
+        if section.more:
+            lines.append("  " + footer(section))
+    note = partial_note(context)
+    if note:
+        lines.append(note)
+    return lines

@@ -17,6 +17,7 @@ from pipeline.alerting.context import (
     summary,
     table,
 )
+from pipeline.records import AlertRecord
 from pipeline.rules.model import Heartbeat, Matcher, Rule
 
 AT = 1_764_500_000_000
@@ -242,3 +243,15 @@ def test_property_top_routes_bounded_shares_add_up_order_is_total(
     shuffled = list(entries)
     rnd.shuffle(shuffled)
     assert context_for(ERROR_RULE, {}, shuffled, AT, "5m") == context  # input order does not matter
+
+
+def test_the_alert_record_carries_the_context_and_reads_records_without_it() -> None:
+    from tests.unit.test_records import ALERT_V1
+
+    context = context_for(ERROR_RULE, {}, SPIKE, AT, "5m")
+    assert context is not None
+    stored = {**ALERT_V1, "context": context.to_dict(), "V": 2}
+    assert AlertRecord.from_wire(stored).context == context.to_dict()
+    assert AlertRecord.from_wire(stored).to_wire() == stored
+    assert AlertRecord.from_wire(ALERT_V1).context is None
+    assert "context" not in AlertRecord.from_wire(ALERT_V1).to_wire()
