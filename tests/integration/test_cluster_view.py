@@ -1,20 +1,25 @@
 """One view of the whole cluster: three workers, each asked for `scope=cluster`, answer every figure of
 ground truth; /health/detailed lists the three with their partitions; a worker that stops answering is
-reported missing, with its partitions, within the stated timeout."""
+reported missing, with its partitions, within the stated timeout, and the live page (headless Chromium,
+when installed; CI requires it) shows the banner naming it."""
 
 from __future__ import annotations
 
+import shutil
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from pipeline.state.series import owner
+from tests.e2e.test_live_page import browser  # noqa: F401 (the fixture, asked for by name)
 from tests.integration.chaos_support import Diffs, check_totals, check_windows
 from tests.support.cluster import Cluster, Worker
 from tests.support.groundtruth import make_events
+from tests.support.needs import REQUIRE_E2E
 from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
@@ -22,9 +27,10 @@ pytestmark = pytest.mark.integration
 PARTITIONS = 4
 TIMEOUT_S = 1.0
 """web.cluster_timeout: the default, stated in docs/configuration.md."""
-SESSION_S = 4.0
-"""The test workers' group session (tests.support.cluster.TEST_TIMINGS): a worker stopped for less than
-this is still a member, so the others must report it as missing rather than leave it out."""
+SESSION_S = 6.0
+"""The group session of this test's workers: a worker stopped for less than this is still a member, so
+the others must report it as missing rather than leave it out (the page polls every 2 s, so its banner
+may take 3 s; the tests' usual 4 s would leave little room)."""
 
 
 def cluster_series(worker: Worker, at_ms: int | None = None) -> dict[str, Any]:
@@ -63,10 +69,28 @@ def check_consistent(data: dict[str, Any]) -> None:
     assert not [s["key"] for s in data["series"] if owner(s["key"], PARTITIONS) in missing]
 
 
+def page_driver(request: pytest.FixtureRequest) -> Any | None:
+    """Headless Chromium (the live page e2e's fixture), or None where it is not installed and CI does
+    not require it (the page's banner is then not checked here)."""
+    if not REQUIRE_E2E and not (shutil.which("chromium") and shutil.which("chromedriver")):
+        return None
+    return request.getfixturevalue("browser")
+
+
+def banner(driver: Any) -> tuple[bool, str, bool]:
+    """(the partial banner is shown, its text, the figures are marked partial)."""
+    from selenium.webdriver.common.by import By
+
+    shown = driver.find_element(By.ID, "partial")
+    marked = "partial" in (driver.find_element(By.ID, "figures").get_attribute("class") or "")
+    return bool(shown.is_displayed()), str(shown.text), marked
+
+
 def test_each_of_three_workers_shows_the_whole_cluster_and_a_stopped_one_as_missing(
-    cluster: Cluster,
+    cluster: Cluster, request: pytest.FixtureRequest, artifacts: Path
 ) -> None:
     cluster.partitions = PARTITIONS
+    cluster.extra_env["PULSE_SESSION_TIMEOUT"] = f"{SESSION_S:g}s"
     workers = cluster.add_workers(3)
     now = int(time.time() * 1000)
     events = make_events(3000, 500, 300, seed=14, now_ms=now)
@@ -102,10 +126,22 @@ def test_each_of_three_workers_shows_the_whole_cluster_and_a_stopped_one_as_miss
         assert listed["unassigned"] == []
         assert all(m["partitions"] for m in listed["workers"]), "a worker without partitions"
 
+    # The live page of one worker shows the whole cluster, no banner.
+    asker, stopped = workers[0], workers[2]
+    driver = page_driver(request)
+    if driver is not None:
+        driver.get(asker.url + "/")
+        wait_until(
+            lambda: (banner(driver), driver.find_element("id", "worker").text),
+            30,
+            "the page to show the cluster of 3 workers without a banner ((banner, footer))",
+            until=lambda seen: seen[0] == (False, "", False) and "cluster of 3 workers" in seen[1],
+            interval=0.25,
+        )
+
     # One worker stops answering (SIGSTOP): the next answer of another names it missing with its
     # partitions, within the timeout. Asked at once, well inside the stopped worker's session, it is
     # still a member of the group, so no other outcome is correct.
-    asker, stopped = workers[0], workers[2]
     full = views[asker.name]
     stopped_entry = next(w for w in full["workers"] if w["url"] == stopped.url)
     stopped.signal(signal.SIGSTOP)
@@ -113,6 +149,19 @@ def test_each_of_three_workers_shows_the_whole_cluster_and_a_stopped_one_as_miss
         began = time.monotonic()
         data = cluster_series(asker, at_ms)
         took = time.monotonic() - began
+        if driver is not None:
+            # The page's next poll marks the figures partial and names the worker and its partitions.
+            shown = wait_until(
+                lambda: banner(driver),
+                SESSION_S - (time.monotonic() - began),
+                f"the page's banner naming {stopped.url} ((shown, text, figures marked))",
+                until=lambda seen: seen[0] and seen[2] and stopped.url in seen[1],
+                interval=0.2,
+            )
+            driver.save_screenshot(str(artifacts / "live-page-partial.png"))
+            theirs = stopped_entry["partitions"]
+            partitions = ("partition " if len(theirs) == 1 else "partitions ") + ", ".join(map(str, theirs))
+            assert f"({partitions}): no answer within {TIMEOUT_S:g} s" in shown[1], shown[1]
     finally:
         stopped.signal(signal.SIGCONT)
     check_consistent(data)
@@ -129,5 +178,13 @@ def test_each_of_three_workers_shows_the_whole_cluster_and_a_stopped_one_as_miss
     assert {s["key"] for s in data["series"]} == kept
     assert next(w for w in data["workers"] if w["self"])["status"] == "ok"
 
-    # Resumed within its session, it answers again: the view is whole again.
+    # Resumed within its session, it answers again: the view is whole again, and so is the page.
     whole(asker, at_ms)
+    if driver is not None:
+        wait_until(
+            lambda: banner(driver),
+            30,
+            "the page's banner to go once the worker answers again ((shown, text, figures marked))",
+            until=lambda seen: seen == (False, "", False),
+            interval=0.25,
+        )

@@ -1,4 +1,4 @@
-// The live page: polls this worker's HTTP API every 2 s and renders it.
+// The live page: polls this worker's HTTP API every 2 s and renders it (the figures of the whole cluster).
 // Label values and texts come from events, so they are untrusted: every API text reaches the page
 // through textContent (the el() helper below), never through markup.
 "use strict";
@@ -177,6 +177,43 @@
         el("span", { class: "name" }, String(s.labels.service)),
         el("span", { class: "visually-hidden" }, ": " + status));
     }));
+  }
+
+  // --- the whole cluster ------------------------------------------------------------------------
+
+  // The figures are the whole cluster's (scope=cluster); while a worker does not answer, or a partition
+  // has no worker (a rebalance), they are partial: the banner names who and what is missing.
+  function renderCluster(reply) {
+    const missingWorkers = (reply.workers || []).filter((w) => w.status === "missing");
+    const missing = reply.missing_partitions || [];
+    const partial = Boolean(reply.partial);
+    $("figures").classList.toggle("partial", partial);
+    const said = missingWorkers.map((w) => [w.url, w.partitions, w.error]);
+    if (!changed("partial", [partial, missing, said])) return;
+    const banner = $("partial");
+    banner.hidden = !partial;
+    if (!partial) {
+      banner.replaceChildren();
+      return;
+    }
+    const items = missingWorkers.map((w) => el("li", {},
+      el("strong", {}, String(w.url)),
+      " (" + partitionsText(w.partitions || []) + "): " + String(w.error || "no answer")));
+    const held = new Set(missingWorkers.flatMap((w) => w.partitions || []));
+    const orphans = missing.filter((p) => !held.has(p));
+    if (orphans.length) {
+      items.push(el("li", {}, partitionsText(orphans) + ": no worker serves " +
+        (orphans.length === 1 ? "it" : "them") + " yet (the group is rebalancing or a worker recovers)"));
+    }
+    banner.replaceChildren(
+      el("strong", {}, "Partial figures: "),
+      partitionsText(missing) + (missing.length === 1 ? " is" : " are") + " missing from every figure " +
+        "below until " + (missing.length === 1 ? "its" : "their") + " worker answers again.",
+      el("ul", {}, ...items));
+  }
+
+  function partitionsText(partitions) {
+    return (partitions.length === 1 ? "partition " : "partitions ") + partitions.join(", ");
   }
 
   // --- history chart ----------------------------------------------------------------------------
@@ -373,11 +410,16 @@
 
   // --- polling ----------------------------------------------------------------------------------
 
-  function renderWorker(health, partitions) {
+  function renderWorker(health, cluster) {
     const worker = health && health.worker;
     const parts = [];
-    if (worker) parts.push("Worker pid " + worker.pid + " on " + worker.host);
-    if (partitions) parts.push("partitions " + (partitions.length ? partitions.join(", ") : "none yet"));
+    if (worker) parts.push("Served by worker pid " + worker.pid + " on " + worker.host);
+    if (cluster) {
+      const count = (cluster.workers || []).length;
+      const partitions = cluster.partitions || [];
+      parts.push("cluster of " + count + " worker" + (count === 1 ? "" : "s") + ", partitions " +
+        (partitions.length ? partitions.join(", ") : "none yet"));
+    }
     if (health && health.version) parts.push("version " + health.version);
     if (parts.length) $("worker").textContent = parts.join(" · ") + ".";
   }
@@ -385,16 +427,20 @@
   let lastHealth = null;
 
   async function poll() {
-    const reads = [api("GET", "api/v1/series"), api("GET", "api/v1/alerts"), api("GET", "api/v1/silences")];
+    const reads = [api("GET", "api/v1/series?scope=cluster"), api("GET", "api/v1/alerts"),
+      api("GET", "api/v1/silences")];
     if (polls % HEALTH_EVERY === 0) reads.push(api("GET", "health"));
     polls += 1;
     const [series, alerts, silences, health] = await Promise.allSettled(reads);
     const failed = [series, alerts, silences].filter((r) => r.status === "rejected");
-    if (series.status === "fulfilled") renderFigures(series.value.series);
+    if (series.status === "fulfilled") {
+      renderFigures(series.value.series);
+      renderCluster(series.value);
+    }
     if (alerts.status === "fulfilled") renderAlerts(alerts.value.data.alerts);
     if (silences.status === "fulfilled") renderSilences(silences.value.data.silences);
     if (health && health.status === "fulfilled") lastHealth = health.value;
-    renderWorker(lastHealth, series.status === "fulfilled" ? series.value.partitions : null);
+    renderWorker(lastHealth, series.status === "fulfilled" ? series.value : null);
     // #status is a live region: it changes only between working and failing, so a screen reader
     // hears about an outage and the recovery, not every poll; the time goes to #updated.
     const status = $("status");
