@@ -1,13 +1,18 @@
 """The Node.js client (clients/node, @o4o/pulse-client) against the real thing.
 
-`npm ci` (when node_modules is missing or older than the lock file) and `tsc` build it; its node:test
-unit tests run; then a small Express service wired as the monitoring guide wires the platform's
-services (clients/node/e2e/service.ts) sends through the real kafkajs to the embedded broker, and one
-real `pulse worker` counts: every request the test served, every order change, every Winston error
-line and the heartbeats, exactly; the malformed events are dead-lettered as Python input is; SIGTERM
-sends what the Emitter still held. Finally every example document of the schema tests goes through
-the TypeScript encoder and the worker's decoder and validator, which agree with the validator on the
-original document.
+`npm ci` (when node_modules is missing or older than the lock file) and `tsc` build it; then Node's own
+test runner runs its two suites, and this file asserts that they passed and shows node's messages when
+they did not:
+- `npm test`, the unit tests (clients/node/test);
+- `npm run test:e2e` (clients/node/e2e/worker.test.ts), which starts the embedded broker (`pulse
+  broker`) and one real `pulse worker` as its own child processes, serves 1,000 requests, order changes,
+  Winston error lines, heartbeats and malformed events through a small Express service and the real
+  kafkajs, SIGTERMs the service, proves the worker read everything there is (topics read to their end
+  offsets), and compares the worker's /metrics with what was served, exactly; the dead letters and the
+  SIGTERM flush too. It runs while the unit tests run.
+Finally every example document of the schema tests goes through the TypeScript encoder and the worker's
+decoder and validator, which agree with the validator on the original document (here, since it needs
+the Python validator).
 
 Needs `node` and `npm` (Debian packages nodejs, npm) and the npm registry (or npm's cache) for
 `npm ci`; skipped without node, failed under PULSE_REQUIRE_E2E=1.
@@ -16,43 +21,28 @@ Needs `node` and `npm` (Debian packages nodejs, npm) and the npm registry (or np
 from __future__ import annotations
 
 import copy
-import itertools
 import json
 import os
-import random
 import re
-import signal
 import subprocess
-import time
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.ingest.decode import decode
-from pipeline.tools.broker import EmbeddedBroker
 from schemas.events import EVENT_TYPES, NO_TS, Rejection, validate
-from tests.support.cluster import Cluster, Worker
-from tests.support.groundtruth import SEED_BUCKETS_MS, truth
-from tests.support.metrics import Samples, by_label
 from tests.support.needs import need_binary
-from tests.support.procs import HOST, REPO, Process
-from tests.support.waits import wait_until
+from tests.support.procs import REPO, Process, pulse_argv
 from tests.unit import test_schemas as schema_tests
 
 pytestmark = pytest.mark.e2e
 
 NODE_DIR = REPO / "clients" / "node"
-SERVICE = "shop-api"
-SERVED = 1_000
-LINGER_MS = 60_000  # longer than the test: what is not in a full envelope is sent only by SIGTERM's flush
 NOW_MS = 1_767_225_600_000  # the `ts` the encoder fills in (2026-01-01T00:00:00Z)
 
 
@@ -81,236 +71,70 @@ def node() -> str:
     return binary
 
 
-@pytest.mark.usefixtures("cluster")  # the worker starts up while npm installs, builds and tests
-def test_node_unit_tests_pass(node: str) -> None:
+@dataclass
+class Suite:
+    """One `npm run SCRIPT` of node:test suites, started in a session of its own (killed, tree and all,
+    at the end)."""
+
+    script: str
+    process: Process
+
+    def result(self, timeout: float) -> tuple[int, str]:
+        """Its exit code and output, once it ended (at most `timeout` s)."""
+        try:
+            code = self.process.wait(timeout)
+        finally:
+            self.process.cleanup()
+        return code, self.process.log_text()
+
+
+def start_suite(script: str, log: Path) -> Suite:
+    env = {**os.environ, "NO_COLOR": "1"}
+    pulse = pulse_argv()
+    if len(pulse) == 1:  # the `pulse` script beside this Python (else the suite's own default)
+        env["PULSE_BIN"] = pulse[0]
+    argv = [need_binary("npm", "npm"), "run", "--silent", script]
+    return Suite(script, Process(argv, log, env=env, cwd=NODE_DIR, session=True).start())
+
+
+def failures(out: str) -> str:
+    """Node's report of every failed test ("not ok" and its YAML block), or the end of the output."""
+    blocks = re.findall(r"^ *not ok .*?^ *\.\.\.$", out, re.M | re.S)
+    return "\n".join(blocks)[-12000:] or out[-6000:]
+
+
+def assert_passed(suite: Suite, timeout: float, at_least: int) -> None:
+    """The suite ended with exit code 0, every test passed (none failed, cancelled, skipped or todo),
+    and it ran at least `at_least` tests."""
+    code, out = suite.result(timeout)
+    summary = dict(re.findall(r"^# (tests|pass|fail|cancelled|skipped|todo) (\d+)$", out, re.M))
+    assert code == 0, f"npm run {suite.script} exited with {code}; {summary}\n{failures(out)}"
+    assert {k: summary.get(k) for k in ("fail", "cancelled", "skipped", "todo")} == dict.fromkeys(
+        ("fail", "cancelled", "skipped", "todo"), "0"
+    ), f"npm run {suite.script}: {summary}\n{failures(out)}"
+    assert int(summary.get("pass", 0)) >= at_least, f"npm run {suite.script}: {summary}\n{out[-3000:]}"
+
+
+@pytest.fixture(scope="module")
+def e2e(node: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
+    """`npm run test:e2e`, started once the client is built (it runs while the unit tests run)."""
+    suite = start_suite("test:e2e", tmp_path_factory.mktemp("node-e2e") / "test-e2e.log")
+    try:
+        yield suite
+    finally:
+        suite.process.cleanup()
+
+
+@pytest.mark.usefixtures("e2e")
+def test_node_unit_tests_pass(node: str, tmp_path: Path) -> None:
     """`npm test`: the node:test suites (batching, limits, drops, route templates, Winston, orders,
     heartbeats, signals, the generated types against schemas/json)."""
-    result = npm("test", timeout=120)
-    out = result.stdout + result.stderr
-    assert result.returncode == 0, out[-6000:]
-    assert re.search(r"^# fail 0$", out, re.M), out[-3000:]
-    passed = re.search(r"^# pass (\d+)$", out, re.M)
-    assert passed is not None and int(passed.group(1)) >= 30, out[-3000:]
+    assert_passed(start_suite("test", tmp_path / "test.log"), 120, 30)
 
 
-# --- the service, the broker and one worker -----------------------------------------------------------
-
-
-@dataclass
-class Run:
-    """What the test served, and what the worker and the broker hold afterwards."""
-
-    requests: Counter[tuple[str, str, str]] = field(default_factory=Counter)
-    orders: Counter[tuple[str, str]] = field(default_factory=Counter)
-    revenue_micro: int = 0
-    errors: Counter[tuple[str, str]] = field(default_factory=Counter)
-    stats: dict[str, Any] = field(default_factory=dict)
-    exit_code: int | None = None
-    stop_seconds: float = 0.0
-    metrics: Samples = field(default_factory=dict)
-    request_events: list[dict[str, Any]] = field(default_factory=list)
-    dead: list[Any] = field(default_factory=list)
-    log: str = ""
-
-
-ROLES = ("customer", "business", "affiliate")
-ORDER_STATUSES = {  # what the service gets -> what pulse counts (None: not an order event)
-    "created": "created",
-    "CONFIRMED": "confirmed",
-    "confirmed": "confirmed",
-    "cancelled": "cancelled",
-    "canceled": "cancelled",
-    "refunded": "refunded",
-    "shipped": None,
-}
-
-
-def serve(client: httpx.Client, run: Run, rng: random.Random) -> None:
-    """Send SERVED requests of every kind the service has; record what each should count as."""
-    for i in range(SERVED):
-        n = rng.randint(0, 500)
-        kind = rng.choices(
-            [
-                "health",
-                "products",
-                "product",
-                "order",
-                "cart",
-                "static",
-                "delete",
-                "status",
-                "charge",
-                "boom",
-            ],
-            [10, 10, 25, 15, 10, 5, 5, 8, 6, 6],
-        )[0]
-        headers = {"x-user-id": f"u-{n % 37}"}
-        if kind == "status":
-            status = rng.choice(list(ORDER_STATUSES))
-            role = rng.choice(ROLES)
-            amount = f"{rng.randint(1_000, 300_000)}.{rng.choice(['00', '50', '25'])}"
-            body = {"status": status, "finalAmount": amount, "role": role, "items": rng.randint(1, 4)}
-            reply = client.post(f"/api/orders/{n}/status", json=body, headers=headers)
-            counted = ORDER_STATUSES[status]
-            expected = ("POST", "/api/orders/:id/status", 202 if counted else 422)
-            if counted:
-                run.orders[(counted, role)] += 1
-                if counted == "confirmed":
-                    run.revenue_micro += round(float(amount) * 1_000_000)
-        elif kind == "charge":
-            reply = client.post(f"/api/payments/{n}/charge", headers=headers)
-            expected = ("POST", "/api/payments/:id/charge", 502)
-            run.errors[(SERVICE, "/api/payments/:id/charge")] += 1
-        elif kind == "boom":
-            reply = client.get("/api/boom", headers=headers)
-            expected = ("GET", "/api/boom", 500)
-            run.errors[(SERVICE, "/api/boom")] += 1
-        else:
-            method, path, expected = {
-                "health": ("GET", "/health", ("GET", "/health", 200)),
-                "products": ("GET", "/api/products", ("GET", "/api/products", 200)),
-                "product": (
-                    "GET",
-                    f"/api/products/{n}",
-                    ("GET", "/api/products/:id", 404 if n == 0 else 200),
-                ),
-                "order": ("GET", f"/api/orders/{n}", ("GET", "/api/orders/:id", 200)),
-                "cart": ("GET", f"/api/users/{n}/cart/items", ("GET", "/api/users/:userId/cart/items", 200)),
-                "static": ("GET", f"/static/{n}.js", ("GET", "unmatched", 404)),
-                "delete": ("DELETE", f"/api/orders/{n}", ("DELETE", "unmatched", 404)),
-            }[kind]
-            reply = client.request(method, path, headers=headers)
-        assert reply.status_code == expected[2], (i, kind, reply.status_code)
-        run.requests[(expected[0], expected[1], str(expected[2]))] += 1
-
-
-@pytest.fixture(scope="module")
-def cluster(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """One deployment and one worker for the module (not waited for here: see `run`)."""
-    deployment = Cluster(broker.url, tmp_path_factory.mktemp("node-client"))
-    try:
-        deployment.add_worker(wait=False)
-        yield deployment
-    finally:
-        deployment.stop()
-
-
-@pytest.fixture(scope="module")
-def run(node: str, cluster: Cluster) -> Run:
-    """Serve SERVED requests through the Node service, SIGTERM it, and let the worker count it all."""
-    worker: Worker = cluster.workers[0]
-    worker.wait_healthy()
-    env = dict(os.environ)
-    env.update(
-        PULSE_BROKER_URL=cluster.broker_url,
-        PULSE_TOPIC_PREFIX=cluster.prefix,
-        PULSE_SERVICE=SERVICE,
-        E2E_LINGER_MS=str(LINGER_MS),
-        E2E_HEARTBEAT_MS="300",
-    )
-    service = Process(
-        [node, str(NODE_DIR / "dist" / "e2e" / "service.js")], cluster.tmp / "service.log", env=env
-    )
-    service.start()
-    result = Run()
-    try:
-        service.wait_for("listening ", 30)
-        port = re.search(r"listening (\d+)", service.log_text())
-        assert port is not None
-        with httpx.Client(base_url=f"http://{HOST}:{port.group(1)}", timeout=10) as client:
-            serve(client, result, random.Random(15))
-            assert client.post("/debug/bad").status_code == 204
-            result.requests[("POST", "/debug/bad", "204")] += 1
-            result.stats = client.get("/debug/stats").json()
-            result.requests[("GET", "/debug/stats", "200")] += 1
-        started = time.monotonic()
-        service.signal(signal.SIGTERM)
-        result.exit_code = service.wait(15)
-        result.stop_seconds = time.monotonic() - started
-    finally:
-        service.stop()
-        result.log = service.log_text()
-
-    expected = sum(result.requests.values())
-    wait_until(
-        lambda: sum(by_label(worker.metrics(), "http_requests_total", "route").values()),
-        60,
-        f"the worker to count {expected} requests",
-        until=lambda counted: counted >= expected,
-        context=worker.tail,
-    )
-    cluster.wait_quiet()
-    result.metrics = worker.metrics()
-    for record in cluster.read(cluster.topic("request")):
-        result.request_events.extend(orjson.loads(record.value))
-    result.dead = cluster.read(cluster.prefix + "events.deadletter")
-    return result
-
-
-def test_sigterm_flushes_and_the_service_ends_by_it(run: Run) -> None:
-    assert run.exit_code == -signal.SIGTERM, run.log[-3000:]
-    assert run.stop_seconds < 9, f"the service took {run.stop_seconds:.1f}s to stop"
-    stats = run.stats
-    assert stats["dropped"]["buffer_full"] == stats["dropped"]["send_failed"] == 0, stats
-    # One order status pulse does not count (`shipped`) per such request, and the unknown type.
-    shipped = stats["dropped"]["invalid"] - 1
-    assert shipped >= 1, stats
-    assert stats["bufferedEvents"] > 0, "some events were still buffered when SIGTERM came"
-
-
-def test_every_request_served_is_counted_with_its_route_template(run: Run) -> None:
-    served = sum(run.requests.values())
-    assert served == SERVED + 2
-    assert set(run.requests) >= {("GET", "unmatched", "404"), ("GET", "/api/users/:userId/cart/items", "200")}
-    got = by_label(run.metrics, "http_requests_total", "method", "route", "status_code")
-    assert got == {k: float(v) for k, v in run.requests.items()}
-    counts = by_label(run.metrics, "http_request_duration_seconds_count", "method", "route", "status_code")
-    assert counts == got
-    # The histogram holds exactly the durations the middleware measured and sent.
-    sent = [e for e in run.request_events if isinstance(e["status_code"], int)]
-    assert len(sent) == served
-    assert all(e["service"] == SERVICE for e in sent)
-    assert all(re.fullmatch(r"u-\d+", e["user_id"]) for e in sent if not e["route"].startswith("/debug/"))
-    want = truth([("request", e) for e in sent])
-    assert dict(want.http) == dict(run.requests)
-    sums = by_label(run.metrics, "http_request_duration_seconds_sum", "method", "route", "status_code")
-    for key, micros in want.http_us.items():
-        assert round(sums[key] * 1_000_000) == micros, key
-    buckets = by_label(
-        run.metrics, "http_request_duration_seconds_bucket", "method", "route", "status_code", "le"
-    )
-    for key, per_bucket in want.http_buckets.items():
-        les = sorted((float(le), n) for (*labels, le), n in buckets.items() if tuple(labels) == key)
-        assert [le for le, _ in les] == [b / 1000 for b in SEED_BUCKETS_MS] + [float("inf")], key
-        assert [n for _, n in les] == list(itertools.accumulate(per_bucket)), key
-
-
-def test_order_changes_are_counted(run: Run) -> None:
-    got = by_label(run.metrics, "orders_total", "status", "user_role")
-    assert got == {k: float(v) for k, v in run.orders.items()}
-    assert round(run.metrics[("revenue_total", ())] * 1_000_000) == run.revenue_micro
-
-
-def test_winston_error_lines_are_counted_by_route(run: Run) -> None:
-    got = by_label(run.metrics, "o4o_errors_total", "service", "route")
-    assert got == {k: float(v) for k, v in run.errors.items()}
-
-
-def test_heartbeats_give_service_health(run: Run) -> None:
-    up = by_label(run.metrics, "o4o_service_up", "service")
-    assert up == {"payment": 1.0, "redis": 0.0}
-
-
-def test_malformed_events_are_dead_lettered(run: Run) -> None:
-    headers = [{k: v.decode() for k, v in record.headers} for record in run.dead]
-    assert sorted(h["pulse.code"] for h in headers) == ["missing_field", "wrong_type"]
-    assert all("pulse.index" in h for h in headers), "each was one element of an envelope"
-    values = sorted(
-        orjson.loads(record.value)["route" if b"route" in record.value else "order_id"] for record in run.dead
-    )
-    assert values == ["/bad", "o-bad"]
-    dead = by_label(run.metrics, "pulse_events_deadlettered_total", "reason")
-    assert sum(dead.values()) == 2
+def test_node_end_to_end_tests_pass(e2e: Suite) -> None:
+    """`npm run test:e2e`: the client, the embedded broker and a real `pulse worker` (see the docstring)."""
+    assert_passed(e2e, 240, 6)
 
 
 # --- one schema, two languages ----------------------------------------------------------------------
