@@ -128,3 +128,25 @@ def test_a_wrong_advertised_url_is_refused_naming_the_variable(value: str, says:
 def test_the_cluster_timeout_is_bounded() -> None:
     with pytest.raises(ConfigError, match=r"web.cluster_timeout must be more than 0"):
         load_config({"PULSE_CLUSTER_TIMEOUT": "0"})
+
+
+def test_the_deploy_files_give_each_worker_an_address_the_others_reach() -> None:
+    from tests.unit.test_deploy_files import env_of, worker_container, workers
+
+    advertised = {}
+    for name, service in workers().items():
+        env = env_of(service)
+        assert env["PULSE_WEB_HOST"] == "0.0.0.0"
+        # The compose service name resolves inside the compose network; the port is the one it binds.
+        assert env["PULSE_WEB_ADVERTISED_URL"] == f"http://{name}:{env['PULSE_WEB_PORT']}"
+        advertised[name] = load_config(env).web.advertised()
+    assert len(set(advertised.values())) == len(advertised), "two workers advertise one URL"
+    env = [item["name"] for item in worker_container()["env"]]
+    items = {item["name"]: item for item in worker_container()["env"]}
+    assert items["POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    # Kubernetes expands $(POD_IP) only when POD_IP is defined before the variable that uses it.
+    assert items["PULSE_WEB_ADVERTISED_URL"]["value"] == "http://$(POD_IP):6066"
+    assert env.index("POD_IP") < env.index("PULSE_WEB_ADVERTISED_URL")
+    assert load_config({"PULSE_WEB_ADVERTISED_URL": "http://10.4.0.12:6066"}).web.advertised() == (
+        "http://10.4.0.12:6066"
+    )
