@@ -10,7 +10,11 @@ poll into a `Sample`; here two consecutive samples become the line's text, for e
 - firing counts the firing alerts of `/api/v1/alerts` and names their rules, as many as fit;
 - lag is `pulse_consumer_lag` summed over topics, as the worker reports it;
 - the worker's word is `/health`'s status; a worker that did not answer gets "worker not answering"
-  and no figures at all, never the last ones.
+  and no figures at all, never the last ones;
+- with several workers, events/s and lag are the whole cluster's: the other workers of the group's
+  assignment (listed by `/health/detailed`) are polled too and their counters summed, and the line says
+  how many there are, or how many of them answered (a sum without some is then marked partial, and no
+  rate is measured across a change of who answered).
 
 `Cadence` decides when a line is shown: on a terminal every poll (it is rewritten in place); in plain
 output (a log, CI) only when it says something new (`differs`), at most every 10 s, and once a minute
@@ -46,6 +50,10 @@ class Sample:
     """The services `/health` reports as not healthy (state, kafka, rules, channel:NAME)."""
     error: str | None = None
     """Why the worker did not answer (None: it answered)."""
+    others: tuple[str, ...] = ()
+    """The other workers of the cluster whose counters are summed into `events` and `lag` (URLs)."""
+    missing: tuple[str, ...] = ()
+    """The other workers of the cluster that did not answer (URLs): the sums lack their share."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +97,21 @@ def _sum(metrics_text: str, name: str) -> float | None:
     return total
 
 
+def other_workers(detailed_body: Any) -> tuple[str, ...]:
+    """The URLs of the other workers of the cluster in a `/health/detailed` answer (its `cluster`)."""
+    try:
+        workers = detailed_body["cluster"]["workers"]
+        return tuple(str(w["url"]) for w in workers if isinstance(w, dict) and not w.get("self"))
+    except (KeyError, TypeError):
+        return ()
+
+
+def summed(values: Iterable[float | None]) -> float | None:
+    """The sum of the values that are known (None: none is)."""
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
 def firing_rules(alerts_body: Any) -> tuple[str, ...]:
     """The rule of every firing alert in a `/api/v1/alerts` answer."""
     try:
@@ -120,6 +143,8 @@ def rate(prev: Sample | None, cur: Sample) -> float | None:
     did not answer, or a counter that went down because the worker restarted)."""
     if prev is None or prev.events is None or cur.events is None or cur.error or prev.error:
         return None
+    if (prev.others, prev.missing) != (cur.others, cur.missing):  # not the same workers' sum
+        return None
     elapsed = cur.at - prev.at
     if elapsed <= 0 or cur.events < prev.events:
         return None
@@ -130,7 +155,7 @@ def tone(cur: Sample) -> str:
     """How the bullet is coloured on a terminal: "ok", "warn" or "bad"."""
     if cur.error or (cur.health == "unhealthy" and "state" not in cur.problems):
         return "bad"
-    if cur.firing or cur.health != "healthy":
+    if cur.firing or cur.health != "healthy" or cur.missing:
         return "warn"
     return "ok"
 
@@ -143,7 +168,7 @@ def line(prev: Sample | None, cur: Sample, width: int, glyphs: Glyphs = FANCY) -
     measured = rate(prev, cur)
     head = f"{lead}{_rate_text(measured, glyphs)} events/s"
     lag = f"lag {cur.lag:,}" if cur.lag is not None else "lag ?"
-    word = _worker_word(cur)
+    word = _worker_word(cur) + _cluster_words(cur, glyphs)
     names = list(dict.fromkeys(_short(name, glyphs) for name in cur.firing))
     # Fewer and fewer rule names until the line fits; then cut it.
     for shown in range(len(names), -1, -1):
@@ -167,6 +192,8 @@ class Gist:
     lag: int = 0
     health: str = ""
     problems: tuple[str, ...] = ()
+    workers: int = 1
+    missing: tuple[str, ...] = ()
 
 
 LAG_NOTED = 1000
@@ -182,7 +209,10 @@ def gist(prev: Sample | None, cur: Sample) -> Gist | None:
     not_ready = "state" in cur.problems or (prev is not None and "state" in prev.problems)
     if measured is None or not_ready:
         return None
-    return Gist(True, measured, frozenset(cur.firing), cur.lag or 0, cur.health, cur.problems)
+    workers = 1 + len(cur.others) + len(cur.missing)
+    return Gist(
+        True, measured, frozenset(cur.firing), cur.lag or 0, cur.health, cur.problems, workers, cur.missing
+    )
 
 
 def differs(a: Gist, b: Gist) -> bool:
@@ -190,6 +220,8 @@ def differs(a: Gist, b: Gist) -> bool:
     rules, the rate halved, doubled, or to or from zero, the lag crossing `LAG_NOTED` or growing or
     shrinking tenfold above it. A steady pipeline's jitter does not count."""
     if (a.answering, a.health, a.problems, a.firing) != (b.answering, b.health, b.problems, b.firing):
+        return True
+    if (a.workers, a.missing) != (b.workers, b.missing):
         return True
     if _far(a.rate, b.rate, 2.0):
         return True
@@ -277,6 +309,18 @@ def _worker_word(cur: Sample) -> str:
     if cur.health == "unhealthy":
         return f"worker unhealthy ({_listed(cur.problems)})"
     return "worker ?"
+
+
+def _cluster_words(cur: Sample, glyphs: Glyphs) -> str:
+    """How many workers the figures are of: nothing for one, "3 workers", or "2 of 3 workers answering
+    (partial: URL)" while some do not answer."""
+    total = 1 + len(cur.others) + len(cur.missing)
+    if total == 1:
+        return ""
+    if not cur.missing:
+        return f"{glyphs.sep}{total} workers"
+    answering = total - len(cur.missing)
+    return f"{glyphs.sep}{answering} of {total} workers answering (partial: {_listed(cur.missing)})"
 
 
 def _listed(names: Iterable[str]) -> str:

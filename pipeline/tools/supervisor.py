@@ -236,22 +236,37 @@ def _why(exc: BaseException) -> str:
 
 
 def poll_worker(web_url: str, clock: Callable[[], float] = time.monotonic) -> status.Sample:
-    """One poll of a worker's /metrics, /api/v1/alerts and /health (never raises for a worker that does
-    not answer: the sample says why)."""
+    """One poll of a worker's /metrics, /api/v1/alerts and /health/detailed, and of the /metrics of the
+    cluster's other workers it lists (never raises for a worker that does not answer: the sample says
+    why, or which of the others did not answer)."""
     at = clock()
     try:
         metrics = _get(web_url + "/metrics").decode("utf-8", "replace")
         alerts = orjson.loads(_get(web_url + "/api/v1/alerts"))
-        health, problems = status.health_of(orjson.loads(_get(web_url + "/health")))
+        detailed = orjson.loads(_get(web_url + "/health/detailed"))
     except (OSError, ValueError) as exc:  # URLError and timeouts are OSErrors; bad JSON a ValueError
         return status.Sample(at, error=_why(exc))
+    health, problems = status.health_of(detailed)
+    events, lag = [status.events_total(metrics)], [status.consumer_lag(metrics)]
+    others, missing = [], []
+    for url in status.other_workers(detailed):
+        try:
+            theirs = _get(url + "/metrics").decode("utf-8", "replace")
+        except OSError:
+            missing.append(url)
+            continue
+        others.append(url)
+        events.append(status.events_total(theirs))
+        lag.append(status.consumer_lag(theirs))
     return status.Sample(
         at,
-        events=status.events_total(metrics),
-        lag=status.consumer_lag(metrics),
+        events=status.summed(events),
+        lag=None if (total := status.summed(lag)) is None else int(total),
         firing=status.firing_rules(alerts),
         health=health,
         problems=problems,
+        others=tuple(others),
+        missing=tuple(missing),
     )
 
 

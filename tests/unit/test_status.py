@@ -252,7 +252,7 @@ class FakeWorker(http.server.BaseHTTPRequestHandler):
     bodies = {
         "/metrics": (200, METRICS.encode()),
         "/api/v1/alerts": (200, orjson.dumps({"data": {"alerts": [{"rule": "r", "state": "firing"}]}})),
-        "/health": (
+        "/health/detailed": (
             503,
             orjson.dumps({"status": "unhealthy", "services": [{"service": "state", "status": "unhealthy"}]}),
         ),
