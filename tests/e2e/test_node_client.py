@@ -98,9 +98,14 @@ def start_suite(script: str, log: Path) -> Suite:
 
 
 def failures(out: str) -> str:
-    """Node's report of every failed test ("not ok" and its YAML block), or the end of the output."""
+    """Node's report of every failed test ("not ok" and its YAML block; those cancelled only because
+    their suite failed, by name), or the end of the output."""
     blocks = re.findall(r"^ *not ok .*?^ *\.\.\.$", out, re.M | re.S)
-    return "\n".join(blocks)[-12000:] or out[-6000:]
+    cancelled = [b.splitlines()[0].strip() for b in blocks if "cancelledByParent" in b]
+    report = [b for b in blocks if "cancelledByParent" not in b]
+    if cancelled:
+        report.append(f"cancelled with their suite: {'; '.join(cancelled)}")
+    return "\n".join(report)[-12000:] or out[-6000:]
 
 
 def assert_passed(suite: Suite, timeout: float, at_least: int) -> None:
@@ -134,7 +139,7 @@ def test_node_unit_tests_pass(node: str, tmp_path: Path) -> None:
 
 def test_node_end_to_end_tests_pass(e2e: Suite) -> None:
     """`npm run test:e2e`: the client, the embedded broker and a real `pulse worker` (see the docstring)."""
-    assert_passed(e2e, 240, 6)
+    assert_passed(e2e, 300, 6)
 
 
 # --- one schema, two languages ----------------------------------------------------------------------

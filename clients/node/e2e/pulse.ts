@@ -475,6 +475,10 @@ export async function readToEnd(bootstrap: string, topics: string[], timeoutMs =
     maxBytesPerPartition: 8 << 20,
     allowAutoTopicCreation: false,
   });
+  let crashed = '';
+  consumer.on(consumer.events.CRASH, (event) => {
+    crashed = describe(event.payload.error);
+  });
   await consumer.connect();
   try {
     await consumer.subscribe({ topics, fromBeginning: true });
@@ -491,10 +495,12 @@ export async function readToEnd(bootstrap: string, topics: string[], timeoutMs =
         highs.set(key, Number(batch.highWatermark));
       },
     });
-    const behind = (): string[] =>
-      [...listed]
+    const behind = (): string[] => [
+      ...(crashed ? [`the reader crashed: ${crashed}`] : []),
+      ...[...listed]
         .filter(([key, listedEnd]) => (highs.has(key) || listedEnd > 0) && !((positions.get(key) ?? 0) >= (highs.get(key) ?? Infinity)))
-        .map(([key, listedEnd]) => `${key} at ${positions.get(key) ?? 0} of ${highs.get(key) ?? `>=${listedEnd}`}`);
+        .map(([key, listedEnd]) => `${key} at ${positions.get(key) ?? 0} of ${highs.get(key) ?? `>=${listedEnd}`}`),
+    ];
     await waitUntil(behind, timeoutMs, `${topics.join(', ')} read to their end offsets (partitions behind)`, {
       until: (left) => left.length === 0,
       intervalMs: 20,

@@ -1,4 +1,4 @@
-// The end-to-end service (driven by tests/e2e/test_node_client.py): a tiny shop API wired as the
+// The end-to-end service (driven by e2e/worker.test.ts): a tiny shop API wired as the
 // monitoring guide wires the platform's services, with @o4o/pulse-client in place of prom-client and
 // the Winston HTTP transport. It sends to the broker of PULSE_BROKER_URL with the prefix of
 // PULSE_TOPIC_PREFIX, prints `listening PORT`, and ends on SIGTERM through the Emitter's own handler.
