@@ -124,6 +124,7 @@ class Pulse:
             lifecycle,
             metrics,
             self.flap_policy,
+            self.cluster,
         )
         self.history = history.register(app, config, self.alerts_name, self.notify_deadletter_name)
         self.prober = probes.register(app, config, lifecycle, metrics)

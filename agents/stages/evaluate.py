@@ -16,24 +16,41 @@ next evaluation starts from them; where they disagree (one record of the batch l
 the published transition wins. So a firing change that reached the topic is never published again,
 and one that did not is published by the next evaluation: one firing change per incident, also across
 SIGKILL and rebalances.
+
+A firing transition carries its context (`pipeline.alerting.context`): the top contributors behind its
+number, read from the series of the whole cluster at the moment it fires. When this worker owns every
+partition they are all here and the context is computed at once. Otherwise a task asks the cluster
+view (`agents.cluster`) for the kinds the context needs, and the transition waits in a queue, never
+more than `CONTEXT_BOUND_S`: the reader loop never waits on HTTP, it publishes what is ready at each
+tick (the clock is checked at least every 100 ms). A worker that has not answered in time is left out
+and the context says so (`partial`, `missing`). Transitions of one alert leave the queue in order, so a
+resolve never overtakes its firing; a rebalance drops the queue (the alert state it left behind is
+reconciled against the published transitions, as after a crash, and fires again).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
+from agents.cluster import MISSING, ClusterSeries, series_entries
 from agents.kafka.durable import ChangelogWriter
+from pipeline.alerting.context import AlertContext, context_for, series_kinds
+from pipeline.durations import format_duration
 from pipeline.readout.figures import prometheus_families
 from pipeline.rules import AlertState, FlapPolicy, Rule, RuleSet, Snapshot, State, evaluate, prunable
+from pipeline.rules.engine import Transition
 from pipeline.state.series import owner, series_key
 
 if TYPE_CHECKING:
     from faust.types import TableT
 
+    from agents.cluster import ClusterView
     from agents.kafka.positions import Lifecycle
     from agents.stages.aggregate import SeriesView
     from agents.telemetry import PipelineMetrics
@@ -42,6 +59,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 KEEP = (State.PENDING, State.FIRING)
+
+CONTEXT_BOUND_S: Final = 1.0
+"""A firing transition waits at most this long for its context."""
+GATHER_TIMEOUT_S: Final = 0.75
+"""How long the cluster view waits for the other workers: the rest of the bound is for the next tick."""
+TICK_SLACK_S: Final = 0.1
+"""The clock is checked at least this often: a transition leaves by its deadline plus this."""
 
 
 def _ms(text: str | None) -> int | None:
@@ -76,6 +100,81 @@ def reconcile(aux: AlertState | None, published: Mapping[str, Any]) -> AlertStat
     )
 
 
+@dataclass
+class Outgoing:
+    """A transition waiting to be published: for its context (`task`), or behind one of its alert's."""
+
+    fingerprint: str
+    alert: dict[str, Any]
+    rule: Rule | None = None
+    labels: Mapping[str, str] | None = None
+    at_ms: int = 0
+    deadline: float = 0.0
+    """Monotonic time after which it leaves without the context it waits for."""
+    task: asyncio.Future[ClusterSeries] | None = None
+    default_window: str = "1h"
+
+    def settle(self, now: float) -> bool:
+        """Whether it may leave at monotonic time `now`: it waits for no context, its context is read
+        (a failed read leaves it out), or its deadline has passed (the context then says it is partial)."""
+        task, rule = self.task, self.rule
+        if task is None or rule is None:
+            return True
+        labels, at, window = self.labels or {}, self.at_ms, self.default_window
+        if task.done():
+            try:
+                found = task.result()
+            except Exception as exc:  # whatever failed, the alert goes out without the series
+                log.warning("alert context of %s: the cluster view failed: %r", rule.name, exc)
+                context = context_for(rule, labels, [], at, window, [f"the cluster view failed ({exc!r})"])
+            else:
+                context = context_for(rule, labels, found.series, at, window, missing_parts(found))
+        elif now >= self.deadline:
+            task.cancel()
+            missing = [f"the cluster view did not answer within {CONTEXT_BOUND_S:g} s"]
+            context = context_for(rule, labels, [], at, window, missing)
+        else:
+            return False
+        if context is not None and context.partial:
+            log.warning("alert context of %s is partial: %s", rule.name, "; ".join(context.missing))
+        attach(self.alert, context)
+        return True
+
+
+def take_ready(queue: list[Outgoing], now: float) -> tuple[list[Outgoing], list[Outgoing]]:
+    """Split a queue into what may be published now and what waits, in order; a transition waits while
+    an earlier one of its alert waits (a resolve never overtakes its firing)."""
+    blocked: set[str] = set()
+    ready: list[Outgoing] = []
+    left: list[Outgoing] = []
+    for item in queue:
+        if item.fingerprint in blocked or not item.settle(now):
+            blocked.add(item.fingerprint)
+            left.append(item)
+        else:
+            ready.append(item)
+    return ready, left
+
+
+def attach(alert: dict[str, Any], context: AlertContext | None) -> None:
+    """Put a context into an alert dict (the `context` field of the alert record)."""
+    if context is not None:
+        alert["context"] = context.to_dict()
+
+
+def missing_parts(found: ClusterSeries) -> list[str]:
+    """What the cluster view could not read, for the context's `missing`: workers with their partitions
+    and reason, then partitions no answer covered."""
+    out = []
+    for worker in found.workers:
+        if worker.get("status") == MISSING:
+            partitions = ", ".join(str(p) for p in worker.get("partitions", ()))
+            out.append(f"{worker.get('url')} (partitions {partitions or 'none'}: {worker.get('error')})")
+    if found.missing_partitions:
+        out.append("partitions " + ", ".join(str(p) for p in found.missing_partitions))
+    return out
+
+
 class Evaluator:
     """Runtime of the rule ticks on one worker."""
 
@@ -89,8 +188,11 @@ class Evaluator:
         ownership: Lifecycle,
         metrics: PipelineMetrics,
         flap_policy: FlapPolicy,
+        cluster: ClusterView | None = None,
     ) -> None:
         self.config = cfg
+        self.cluster = cluster
+        """Where the context reads the other workers' series (None: this worker's only)."""
         self.view = view
         self.rules = rules
         self.alertstate = alertstate
@@ -108,6 +210,9 @@ class Evaluator:
         self.last_eval: dict[int, int] = {}
         self.index: dict[int, dict[str, AlertState]] = {}
         self.epoch = -1
+        self.outgoing: dict[int, list[Outgoing]] = {}
+        """Per partition, transitions waiting to be published, in order."""
+        self.default_window = format_duration(max(cfg.windows.windows))
 
     def owns(self, rule: Rule, labels: Mapping[str, str], partition: int) -> bool:
         """Whether partition p evaluates an instance that has no sample (absent heartbeats)."""
@@ -118,12 +223,22 @@ class Evaluator:
 
     def states(self, partition: int) -> dict[str, AlertState]:
         """The alert states of one partition, rebuilt from both tables after every rebalance."""
-        if self.epoch != self.ownership.generation:
-            self.index, self.epoch = {}, self.ownership.generation
+        self._sync_epoch()
         found = self.index.get(partition)
         if found is None:
             found = self.index[partition] = self._load(partition)
         return found
+
+    def _sync_epoch(self) -> None:
+        """After a rebalance: forget the alert states and the transitions waiting to be published."""
+        if self.epoch == self.ownership.generation:
+            return
+        self.index, self.epoch = {}, self.ownership.generation
+        for queue in self.outgoing.values():
+            for item in queue:
+                if item.task is not None:
+                    item.task.cancel()
+        self.outgoing = {}
 
     def _load(self, partition: int) -> dict[str, AlertState]:
         aux_store = self.alertstate.data
@@ -146,10 +261,15 @@ class Evaluator:
         return out
 
     async def on_tick(self, partition: int, now_ms: int) -> list[Awaitable[Any]]:
-        """Evaluate the rules for partition p if its interval has passed; return the writes to await."""
+        """Publish the transitions whose context is ready; evaluate the rules for partition p if its
+        interval has passed; return the writes to await."""
+        self._sync_epoch()
+        sends: list[Awaitable[Any]] = []
+        if self.outgoing.get(partition):
+            await self._publish_ready(partition, sends)
         last = self.last_eval.get(partition)
         if last is not None and now_ms - last < self.interval_ms - self.slack_ms:
-            return []
+            return sends
         self.last_eval[partition] = now_ms
         started = time.perf_counter()
         keys = self.view.keys_of(partition)
@@ -165,11 +285,9 @@ class Evaluator:
             owns=lambda rule, labels: self.owns(rule, labels, partition),
             flapping=self.flap_policy,
         )
-        sends: list[Awaitable[Any]] = []
         metrics = self.metrics
         for transition in transitions:
-            alert = transition.to_alert()
-            sends.append(await self.log_writer.put(transition.fingerprint.encode(), alert, partition))
+            await self._publish(transition, partition, now_ms, sends)
             metrics.transitions.labels(transition.state.value, transition.severity).inc()
             log.log(
                 logging.INFO if transition.state.value in ("firing", "resolved") else logging.DEBUG,
@@ -192,6 +310,41 @@ class Evaluator:
         metrics.rule_seconds.observe(time.perf_counter() - started)
         self._count()
         return sends
+
+    # -- publishing, with context ---------------------------------------------------------------
+
+    def _local_is_whole(self) -> bool:
+        """Whether this worker reads every partition, so its series are the whole cluster's."""
+        return len(self.ownership.active_partitions()) >= self.partitions
+
+    async def _publish(
+        self, transition: Transition, partition: int, now_ms: int, sends: list[Awaitable[Any]]
+    ) -> None:
+        """Publish a transition now, or queue it: for its context, or behind its alert's queued ones."""
+        alert = transition.to_alert()
+        fp = transition.fingerprint
+        queue = self.outgoing.setdefault(partition, [])
+        rule = self.rules.get(transition.rule) if transition.state == State.FIRING else None
+        kinds = series_kinds(rule) if rule is not None else frozenset()
+        if rule is not None and kinds:
+            if self.cluster is not None and not self._local_is_whole():
+                task = asyncio.ensure_future(self.cluster.series(now_ms, kinds, GATHER_TIMEOUT_S))
+                deadline = time.monotonic() + CONTEXT_BOUND_S - TICK_SLACK_S
+                labels = transition.labels
+                queue.append(Outgoing(fp, alert, rule, labels, now_ms, deadline, task, self.default_window))
+                return
+            entries = series_entries(self.view.states(), now_ms, self.config, kinds)
+            attach(alert, context_for(rule, transition.labels, entries, now_ms, self.default_window))
+        if any(item.fingerprint == fp for item in queue):
+            queue.append(Outgoing(fp, alert))
+        else:
+            sends.append(await self.log_writer.put(fp.encode(), alert, partition))
+
+    async def _publish_ready(self, partition: int, sends: list[Awaitable[Any]]) -> None:
+        """Publish the queued transitions that are ready, keeping each alert's order."""
+        ready, self.outgoing[partition] = take_ready(self.outgoing.get(partition, []), time.monotonic())
+        for item in ready:
+            sends.append(await self.log_writer.put(item.fingerprint.encode(), item.alert, partition))
 
     def _count(self) -> None:
         counts: dict[tuple[str, str], int] = {}
