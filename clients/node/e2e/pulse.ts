@@ -169,7 +169,8 @@ export class Child {
 
   tail(lines = 60): string {
     const status = this.alive() ? 'running' : `ended (code ${this.proc.exitCode}, signal ${this.proc.signalCode})`;
-    return `--- ${this.name} (${status}), last ${lines} lines of ${this.logPath}:\n${this.output.split('\n').slice(-lines).join('\n')}`;
+    const last = this.output.split('\n').slice(-lines).join('\n');
+    return `--- ${this.name} (${status}), last ${lines} lines of ${this.logPath}:\n${last}`;
   }
 
   /** How many times its output says `needle`. */
@@ -192,7 +193,9 @@ export class Child {
   async wait(timeoutMs: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${this.name} still running ${timeoutMs / 1000}s later\n${this.tail()}`)), timeoutMs);
+      timer = setTimeout(() => {
+        reject(new Error(`${this.name} still running ${timeoutMs / 1000}s later\n${this.tail()}`));
+      }, timeoutMs);
     });
     try {
       return await Promise.race([this.exited, late]);
@@ -338,7 +341,8 @@ export class Worker {
 
   async detailed(): Promise<Detailed> {
     const data = JSON.parse((await this.get('/health/detailed')).body) as Record<string, Record<string, unknown>>;
-    for (const [section, key] of [['kafka', 'positions'], ['kafka', 'consumerLag'], ['kafka', 'partitions'], ['state', undefined]] as const) {
+    const fields = [['kafka', 'positions'], ['kafka', 'consumerLag'], ['kafka', 'partitions'], ['state', undefined]] as const;
+    for (const [section, key] of fields) {
       const node = data[section];
       if (typeof node !== 'object' || node === null || (key !== undefined && !(key in node))) {
         throw new Error(`GET /health/detailed has no ${section}${key ? `.${key}` : ''}`);
@@ -369,7 +373,8 @@ export class Worker {
    * 3. The assignment did not change in between (same partitions, no new "assigned partitions" line).
    */
   async waitQuiet(timeoutMs = 90_000): Promise<{ input: Read; after: Read }> {
-    const input = await readToEnd(this.bootstrap, Object.keys(EVENT_TOPICS).map((t) => this.topic(t as keyof typeof EVENT_TOPICS)));
+    const inputs = (Object.keys(EVENT_TOPICS) as (keyof typeof EVENT_TOPICS)[]).map((t) => this.topic(t));
+    const input = await readToEnd(this.bootstrap, inputs);
     const later = [`${this.appId}-partials`, `${this.prefix}events.deadletter`];
     let result: { input: Read; after: Read } | undefined;
     await waitUntil(
@@ -420,7 +425,8 @@ export class Worker {
     if (missing.length > 0) out.push(`partitions ${describe(missing)} owned by nobody`);
     const behind = [...ends].filter(([tp, end]) => (reading.get(tp) ?? -1) < end);
     if (behind.length > 0) {
-      out.push(`behind (next offset, end offset): ${behind.map(([tp, end]) => `${tp} ${reading.get(tp) ?? 'unread'} < ${end}`).join(', ')}`);
+      const which = behind.map(([tp, end]) => `${tp} ${reading.get(tp) ?? 'unread'} < ${end}`);
+      out.push(`behind (next offset < end offset): ${which.join(', ')}`);
     }
     return out;
   }
@@ -428,7 +434,7 @@ export class Worker {
 
 // --- Kafka topics read to their end offsets -----------------------------------------------------------
 
-export interface Record_ {
+export interface KafkaRecord {
   topic: string;
   partition: number;
   offset: number;
@@ -439,7 +445,7 @@ export interface Record_ {
 export interface Read {
   /** "topic:partition" -> end offset */
   ends: Map<string, number>;
-  records: Record_[];
+  records: KafkaRecord[];
 }
 
 /** Read every partition of `topics` from its beginning up to its end offset; return those end offsets and
@@ -464,7 +470,7 @@ export async function readToEnd(bootstrap: string, topics: string[], timeoutMs =
   } finally {
     await admin.disconnect();
   }
-  const records: Record_[] = [];
+  const records: KafkaRecord[] = [];
   const positions = new Map<string, number>();
   const highs = new Map<string, number>();
   const consumer = kafka.consumer({
@@ -498,7 +504,8 @@ export async function readToEnd(bootstrap: string, topics: string[], timeoutMs =
     const behind = (): string[] => [
       ...(crashed ? [`the reader crashed: ${crashed}`] : []),
       ...[...listed]
-        .filter(([key, listedEnd]) => (highs.has(key) || listedEnd > 0) && !((positions.get(key) ?? 0) >= (highs.get(key) ?? Infinity)))
+        .filter(([key, listedEnd]) => highs.has(key) || listedEnd > 0)
+        .filter(([key]) => !((positions.get(key) ?? 0) >= (highs.get(key) ?? Infinity)))
         .map(([key, listedEnd]) => `${key} at ${positions.get(key) ?? 0} of ${highs.get(key) ?? `>=${listedEnd}`}`),
     ];
     await waitUntil(behind, timeoutMs, `${topics.join(', ')} read to their end offsets (partitions behind)`, {

@@ -47,8 +47,14 @@ function pyRound(x: number): number {
   return Math.round(x);
 }
 
+interface Random {
+  next: () => number;
+  int: (lo: number, hi: number) => number;
+  pick: <T>(items: readonly T[], weights?: number[]) => T;
+}
+
 /** A seeded generator (mulberry32): the same requests in every run. */
-function random(seed: number): { next: () => number; int: (lo: number, hi: number) => number; pick: <T>(items: readonly T[], weights?: number[]) => T } {
+function random(seed: number): Random {
   let state = seed >>> 0;
   const next = (): number => {
     state = (state + 0x6d2b79f5) >>> 0;
@@ -158,8 +164,9 @@ function truth(events: Record<string, unknown>[]): { http: Counter; micros: Coun
     http.add(key);
     micros.add(key, pyRound(ms * 1000));
     const counts = buckets.get(JSON.stringify(key)) ?? new Array<number>(SEED_BUCKETS_MS.length + 1).fill(0);
-    const index = SEED_BUCKETS_MS.findIndex((b) => b >= ms);
-    counts[index === -1 ? SEED_BUCKETS_MS.length : index] = (counts[index === -1 ? SEED_BUCKETS_MS.length : index] ?? 0) + 1;
+    const index = SEED_BUCKETS_MS.findIndex((b) => b >= ms); // bisect_left: the first bucket with ms <= le
+    const at = index === -1 ? SEED_BUCKETS_MS.length : index;
+    counts[at] = (counts[at] ?? 0) + 1;
     buckets.set(JSON.stringify(key), counts);
   }
   return { http, micros, buckets };
@@ -231,7 +238,8 @@ describe('the Node client against the embedded broker and a real pulse worker', 
   }, { timeout: 40_000 });
 
   it('flushes on SIGTERM and the service ends by it', () => {
-    assert.equal(run.signal, 'SIGTERM', `the service ended with code ${run.code}, signal ${run.signal}:\n${run.log.slice(-3000)}`);
+    const how = `the service ended with code ${run.code}, signal ${run.signal}:\n${run.log.slice(-3000)}`;
+    assert.equal(run.signal, 'SIGTERM', how);
     assert.ok(run.stopSeconds < 9, `the service took ${run.stopSeconds.toFixed(1)}s to stop`);
     const { dropped } = run.stats;
     assert.equal(dropped['buffer_full'], 0, JSON.stringify(run.stats));
