@@ -209,7 +209,15 @@ def _paths(event_limit: int) -> dict[str, Any]:
                 "summary": "Pending and firing alerts",
                 "tags": ["api"],
                 "responses": {
-                    "200": _reply("The alerts", _success(_object(["alerts"], alerts=_ARRAY_OF_OBJECTS)))
+                    "200": _reply(
+                        "The alerts (a firing one with its context)",
+                        _success(
+                            _object(
+                                ["alerts"],
+                                alerts={"type": "array", "items": {"$ref": "#/components/schemas/Alert"}},
+                            )
+                        ),
+                    )
                 },
             }
         },
@@ -378,10 +386,77 @@ def document(event_limit: int) -> dict[str, Any]:
                     elapsed_ms={"type": "number"},
                     served={"type": "array", "items": {"type": "integer"}},
                 ),
+                **_ALERT_SCHEMAS,
             },
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
+
+
+_NUMBER_OR_NULL = {"type": ["number", "null"]}
+_STRING_OR_NULL = {"type": ["string", "null"]}
+_STRINGS = {"type": "object", "additionalProperties": _STRING}
+_ALERT_SCHEMAS: dict[str, Any] = {
+    "Alert": _object(
+        ["fingerprint", "rule", "state", "severity"],
+        id=_STRING,
+        fingerprint=_STRING,
+        rule=_STRING,
+        state={"enum": ["pending", "firing", "resolved", "inactive"]},
+        previous=_STRING,
+        severity=_STRING,
+        title=_STRING,
+        message=_STRING,
+        metric=_STRING,
+        currentValue=_NUMBER_OR_NULL,
+        threshold=_NUMBER_OR_NULL,
+        timestamp=_STRING,
+        service=_STRING,
+        labels=_STRINGS,
+        annotations=_STRINGS,
+        starts_at=_STRING_OR_NULL,
+        ends_at=_STRING_OR_NULL,
+        context={"$ref": "#/components/schemas/AlertContext"},
+    ),
+    "AlertContext": {
+        **_object(
+            ["kind", "at_ms"],
+            kind={"enum": ["errors", "latency", "stock", "orders"]},
+            at_ms={"type": "integer"},
+            window=_STRING,
+            sections={"type": "array", "items": {"$ref": "#/components/schemas/ContextSection"}},
+            partial={"type": "boolean"},
+            missing={"type": "array", "items": _STRING},
+        ),
+        "description": "The top contributors behind a firing alert's number (docs/notifications.md)",
+    },
+    "ContextSection": _object(
+        ["name", "title"],
+        name={
+            "enum": [
+                "routes_5xx",
+                "error_codes",
+                "slowest_routes",
+                "out_of_stock",
+                "payment_method",
+                "user_role",
+            ]
+        },
+        title=_STRING,
+        rows={"type": "array", "items": {"$ref": "#/components/schemas/ContextRow"}},
+        more={"type": "integer", "description": "contributors left out after the rows"},
+        total={"type": "integer"},
+        value={"type": "string", "description": "what each row's value is: error_ratio, p95_ms, amount..."},
+    ),
+    "ContextRow": _object(
+        ["name"],
+        name=_STRING,
+        labels=_STRINGS,
+        count={"type": "integer"},
+        share={"type": "number"},
+        value={"type": "number"},
+    ),
+}
 
 
 def documented(doc: dict[str, Any]) -> set[tuple[str, str]]:

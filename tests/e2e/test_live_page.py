@@ -53,6 +53,14 @@ rules:
     severity: high
     annotations:
       summary: "traffic: {{ value }} requests/s <b id=injected-alert>!</b>"
+  - name: e2e_errors_present
+    metric: o4o_error_ratio
+    window: 5m
+    op: ">"
+    threshold: 0
+    severity: low
+    annotations:
+      summary: "5xx responses: {{ value | percent }} of requests"
   - name: e2e_hostile_route
     metric: o4o_route_error_ratio
     window: 1m
@@ -65,6 +73,12 @@ rules:
     annotations:
       summary: "{{ labels.route }} fails on {{ labels.service }}"
 """
+
+
+def active_alerts(run: Process) -> list[dict[str, Any]]:
+    """GET /api/v1/alerts of the running pipeline."""
+    alerts: list[dict[str, Any]] = httpx.get(f"{run.url}/api/v1/alerts", timeout=5).json()["data"]["alerts"]
+    return alerts
 
 
 def payload(field: str) -> str:
@@ -236,7 +250,7 @@ def test_live_page_updates_and_manages_silences(pulse_up: Process, browser: Any,
         return str(found[0].text) if found else None
 
     shown_alert = on_page("the e2e alert under severity high", high_alert, 90, pulse_up)
-    alerts = httpx.get(f"{pulse_up.url}/api/v1/alerts", timeout=5).json()["data"]["alerts"]
+    alerts = active_alerts(pulse_up)
     fired = [a for a in alerts if a["rule"] == "e2e_traffic_present"]
     assert fired and fired[0]["severity"] == "high", alerts
     assert "e2e_traffic_present" in shown_alert and fired[0]["title"] in shown_alert
@@ -256,6 +270,28 @@ def test_live_page_updates_and_manages_silences(pulse_up: Process, browser: Any,
     shown_hostile = on_page("the hostile route's alert under severity medium", hostile_alert, 60, pulse_up)
     assert f"route={HOSTILE['route']}" in shown_hostile and f"service={HOSTILE['service']}" in shown_hostile
     assert f"{HOSTILE['route']} fails on {HOSTILE['service']}" in shown_hostile
+    # Its context names the route (as text) with its 3 failures: all of its 5xx.
+    assert "Routes with the most 5xx (1m)" in shown_hostile
+    assert f"{HOSTILE['service']} {HOSTILE['route']} 3 100.0% 100.0%" in shown_hostile
+
+    # An error-ratio alert's card shows its context: the routes with the most 5xx and the error codes.
+    def context_card() -> Any | None:
+        found = driver.find_elements(By.CSS_SELECTOR, '#alerts section[data-severity="low"] li.alert')
+        cards = [item for item in found if "e2e_errors_present" in item.text]
+        return (
+            cards[0] if cards and cards[0].find_elements(By.CSS_SELECTOR, ".context-table td.num") else None
+        )
+
+    card = on_page("the e2e error-ratio alert with its context tables", context_card, 60, pulse_up)
+    captions = [str(c.text) for c in card.find_elements(By.CSS_SELECTOR, ".context-table caption")]
+    assert captions == ["Routes with the most 5xx (5m)", "Most frequent error codes (5m)"], captions
+    context = next(a for a in active_alerts(pulse_up) if a["rule"] == "e2e_errors_present")["context"]
+    first_route = context["sections"][0]["rows"][0]
+    assert f"{first_route['name']} {first_route['count']}" in str(card.text)
+    driver.execute_script("arguments[0].scrollIntoView()", card)
+    card_shot = artifacts / "alert-context.png"
+    assert card.screenshot(str(card_shot))
+    assert card_shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     services = on_page(
         "the hostile heartbeat's service in the health list",
         lambda: [str(e.text) for e in driver.find_elements(By.CSS_SELECTOR, "#health .name")],

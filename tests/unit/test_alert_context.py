@@ -51,6 +51,11 @@ def orders(status: str, role: str, n: int, amount: float) -> dict[str, Any]:
     return {"kind": "orders", "labels": labels, "windows": {"5m": {"count": n, "amount": amount}}}
 
 
+def windowed(metric: str, **kw: Any) -> Rule:
+    """A rule of `metric` over 5 minutes."""
+    return Rule(name="r", severity="high", metric=metric, window=300.0, **kw)
+
+
 ERROR_RULE = Rule(name="high_error_rate", severity="critical", metric="o4o_error_ratio", window=300.0)
 SPIKE = [
     route("api", "/api/pay", 100, 40),
@@ -101,14 +106,7 @@ def test_top_three_routes_ties_by_name_and_and_n_more() -> None:
 
 
 def test_a_per_route_rule_shows_its_route_and_honours_where() -> None:
-    rule = Rule(
-        name="route_errors",
-        severity="high",
-        metric="o4o_route_error_ratio",
-        window=300.0,
-        where=(Matcher("service", "=", "api"),),
-        by=("route",),
-    )
+    rule = windowed("o4o_route_error_ratio", where=(Matcher("service", "=", "api"),), by=("route",))
     context = context_for(
         rule, {"route": "/api/orders"}, [*SPIKE, route("web", "/api/orders", 9, 9)], AT, "5m"
     )
@@ -175,13 +173,7 @@ def test_revenue_rule_splits_confirmed_orders_by_payment_method_and_role() -> No
 
 
 def test_order_count_rule_takes_the_status_from_where() -> None:
-    rule = Rule(
-        name="cancels",
-        severity="high",
-        metric="o4o_order_count",
-        window=300.0,
-        where=(Matcher("status", "=", "cancelled"),),
-    )
+    rule = windowed("o4o_order_count", where=(Matcher("status", "=", "cancelled"),))
     context = context_for(
         rule, {}, [payments("cancelled", "card", 50, 5.0), payments("confirmed", "card", 5, 1.0)], AT, "5m"
     )

@@ -306,7 +306,51 @@
         el("span", { class: "when" }, since(alert.starts_at || alert.timestamp))),
       el("div", { class: "title" }, String(alert.title || "")),
       el("div", { class: "meta" }, [value, limit].filter(Boolean).join(" · ")),
-      el("div", { class: "labels" }, ...labels));
+      el("div", { class: "labels" }, ...labels),
+      contextBlock(alert.context));
+  }
+
+  // The context of a firing alert (pipeline/alerting/context.py): one small table per section.
+  const CONTEXT_VALUES = { error_ratio: "5xx ratio", amount: "amount" };
+
+  function contextValue(kind, value) {
+    if (!isNumber(value)) return "";
+    if (kind === "error_ratio") return (value * 100).toFixed(1) + "%";
+    if (/_ms$/.test(kind)) return Math.round(value).toLocaleString("en-US") + " ms";
+    return value.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+  }
+
+  function contextBlock(context) {
+    if (!context || !Array.isArray(context.sections)) return null;
+    const over = context.window ? " (" + context.window + ")" : "";
+    const parts = context.sections.map((section) => {
+      const listed = section.name !== "out_of_stock";
+      const kind = typeof section.value === "string" ? section.value : "";
+      const head = ["name", ...(listed ? ["count", "share"] : []),
+        ...(listed && kind ? [CONTEXT_VALUES[kind] || kind.replace(/_ms$/, "")] : [])];
+      const rows = (Array.isArray(section.rows) ? section.rows : []).map((row) => {
+        const cells = [String(row.name ?? "")];
+        if (listed) {
+          cells.push(isNumber(row.count) ? String(row.count) : "",
+            isNumber(row.share) ? (row.share * 100).toFixed(1) + "%" : "");
+          if (kind) cells.push(contextValue(kind, row.value));
+        }
+        return el("tr", {}, ...cells.map((cell, i) => el("td", i ? { class: "num" } : {}, cell)));
+      });
+      if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: head.length, class: "muted" }, "none")));
+      if (isNumber(section.more) && section.more > 0) {
+        rows.push(el("tr", {}, el("td", { colspan: head.length, class: "muted" }, "and " + section.more + " more")));
+      }
+      return el("table", { class: "context-table" },
+        el("caption", {}, String(section.title ?? section.name ?? "") + over),
+        el("thead", {}, el("tr", {}, ...head.map((h, i) => el("th", i ? { class: "num" } : {}, h)))),
+        el("tbody", {}, ...rows));
+    });
+    if (context.partial) {
+      const missing = Array.isArray(context.missing) ? context.missing.map(String).join("; ") : "";
+      parts.push(el("p", { class: "context-partial" }, "partial: not read in time from " + (missing || "some workers")));
+    }
+    return el("div", { class: "alert-context" }, ...parts);
   }
 
   // --- silences ---------------------------------------------------------------------------------
