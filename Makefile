@@ -51,7 +51,8 @@ clean:
 	rm -rf $(VENV) $(PEERS_VENV) .pulse-data .pytest_cache .mypy_cache .ruff_cache test-artifacts
 
 # The Node.js client (clients/node): install what its lock file pins, build, run its unit tests.
-# `make test` runs them too, with its end-to-end tests (tests/e2e/test_node_client.py).
+# `make test` runs them too (tests/e2e/test_node_client.py), and with them the client's node:test
+# end-to-end suite (`npm run test:e2e`: its own embedded broker and one real pulse worker).
 .PHONY: node
 node:
 	cd clients/node && npm ci --no-audit --no-fund --prefer-offline && npm run build && npm test
