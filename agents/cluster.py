@@ -18,6 +18,7 @@ part: it puts the answers together.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -157,7 +158,12 @@ def describe(exc: BaseException, timeout_s: float) -> str:
     if isinstance(exc, TimeoutError):
         return f"no answer within {timeout_s:g} s"
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect ({exc.os_error.strerror or type(exc.os_error).__name__})".lower()
+        error = exc.os_error
+        # Errno's own words ("connection refused"), not asyncio's "Connect call failed (host, port)";
+        # a name that does not resolve has a negative errno (getaddrinfo's) and its own strerror.
+        number = error.errno or 0
+        why = os.strerror(number) if number > 0 else error.strerror or type(error).__name__
+        return f"cannot connect ({why.lower()})"
     if isinstance(exc, aiohttp.ClientError | OSError):
         return str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {exc}"
@@ -173,13 +179,15 @@ class ClusterView:
         ownership: Ownership,
         distribution: Callable[[], Mapping[str, Mapping[str, Iterable[int]]]],
         topic: str,
+        self_url: str | None = None,
     ) -> None:
         self.config = config
         self.source = series
         self.ownership = ownership
         self.distribution = distribution
         self.topic = topic
-        self.self_url = config.web.advertised()
+        self.self_url = self_url if self_url is not None else config.web.advertised()
+        """This worker's URL as the assignment spells it (Faust's canonical_url, normalised by yarl)."""
         self.timeout_s = config.web.cluster_timeout
         self._session: aiohttp.ClientSession | None = None
 
@@ -268,7 +276,16 @@ def register(app: App, config: Config, series: SeriesSource, ownership: Ownershi
     from agents.kafka.transport import connect
 
     topic = app.tables[table].changelog_topic.get_topic_name()
-    view = ClusterView(config, series, ownership, lambda: app.router.table_metadata(table), topic)
+    view = ClusterView(
+        config,
+        series,
+        ownership,
+        lambda: app.router.table_metadata(table),
+        topic,
+        # What the assignor sends as this member's URL (str of the setting, which yarl normalises:
+        # a host in capitals comes back in lower case).
+        str(app.conf.canonical_url),
+    )
 
     async def close(sender: Any, *args: Any, **kwargs: Any) -> None:
         await view.close()

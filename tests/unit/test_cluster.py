@@ -150,3 +150,75 @@ def test_the_deploy_files_give_each_worker_an_address_the_others_reach() -> None
     assert load_config({"PULSE_WEB_ADVERTISED_URL": "http://10.4.0.12:6066"}).web.advertised() == (
         "http://10.4.0.12:6066"
     )
+
+
+def test_the_view_asks_every_other_member_once_and_says_why_one_gave_nothing() -> None:
+    import asyncio
+
+    from aiohttp import web
+
+    from agents.cluster import ClusterView
+    from pipeline.config.settings import Config
+    from pipeline.tools.procs import free_port
+
+    asked: list[dict[str, str]] = []
+
+    async def good(request: web.Request) -> web.Response:
+        asked.append(dict(request.query))
+        return web.json_response({"at": 1, "partitions": [1], "series": [entry('["errors","x"]', 4)]})
+
+    async def failing(request: web.Request) -> web.Response:
+        return web.json_response({"status": "error", "error": "at: expected epoch ms"}, status=400)
+
+    async def strange(request: web.Request) -> web.Response:
+        return web.Response(text="<html>a proxy's page</html>")
+
+    class Own:
+        def active_partitions(self) -> set[int]:
+            return {0}
+
+    class NoSeries:
+        def states(self) -> dict[str, Any]:
+            return {}
+
+    async def run() -> Any:
+        runners = []
+        urls = []
+        for handler in (good, failing, strange):
+            app = web.Application()
+            app.router.add_get("/api/v1/series", handler)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            port = free_port()
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+            runners.append(runner)
+            urls.append(f"http://127.0.0.1:{port}")
+        refused = f"http://127.0.0.1:{free_port()}"
+        topic = "t-cells-changelog"
+        distribution = {
+            "http://self:6066": {topic: [0]},
+            urls[0]: {topic: [1]},
+            urls[1]: {topic: [2]},
+            urls[2]: {topic: [3]},
+            refused: {topic: [4]},
+        }
+        config = Config.model_validate({"topics": {"partitions": 5}})
+        view = ClusterView(config, NoSeries(), Own(), lambda: distribution, topic, "http://self:6066")
+        try:
+            return urls, await view.series(1_000, frozenset({"errors", "route"}), timeout_s=5)
+        finally:
+            await view.close()
+            for runner in runners:
+                await runner.cleanup()
+
+    urls, whole = asyncio.run(run())
+    assert asked == [{"at": "1000", "scope": "local", "kind": "errors,route"}]
+    by_url = {w["url"]: w for w in whole.workers}
+    assert by_url["http://self:6066"]["self"] and by_url["http://self:6066"]["status"] == "ok"
+    assert by_url[urls[0]]["status"] == "ok" and by_url[urls[0]]["served"] == [1]
+    assert by_url[urls[1]]["error"] == "HTTP 400: at: expected epoch ms"
+    assert by_url[urls[2]]["error"] == "unexpected answer (JSONDecodeError)"
+    refused = next(w for w in whole.workers if w["url"] not in (*urls, "http://self:6066"))
+    assert refused["status"] == "missing" and refused["error"] == "cannot connect (connection refused)", refused
+    assert whole.series == [entry('["errors","x"]', 4)]
+    assert whole.missing_partitions == [2, 3, 4]
