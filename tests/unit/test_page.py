@@ -83,7 +83,9 @@ def test_the_script_never_builds_markup_from_strings() -> None:
         assert sink not in script, sink
     # Relative API paths only, so a proxy may mount the worker under a path.
     paths = re.findall(r'api\("(?:GET|POST|DELETE)", "([^"]*)"', script)
-    assert "api/v1/series?scope=cluster" in paths and "api/v1/silences" in paths  # the whole cluster
+    paths += re.findall(r'const SERIES = "([^"]*)"', script)
+    assert "api/v1/silences" in paths
+    assert any(path.startswith("api/v1/series?scope=cluster&") for path in paths), paths  # the whole cluster
     assert all(not path.startswith("/") and not urlsplit(path).scheme for path in paths), paths
 
 
