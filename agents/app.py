@@ -114,7 +114,9 @@ class Pulse:
             ),
             self.flushlog.changelog_topic.get_topic_name(),
         )
-        self.cluster = cluster.register(app, config, self.stage2.view, self.reader, "cells")
+        self.cluster = cluster.register(
+            app, config, self.stage2.view.states, self.reader.active_partitions, "cells"
+        )
         self.stage2.evaluator = Evaluator(
             config,
             self.stage2.view,

@@ -33,8 +33,8 @@ from pipeline.state.series import parse_key
 if TYPE_CHECKING:
     from faust import App
 
-    from agents.web.ports import Ownership, SeriesSource
     from pipeline.config.settings import Config
+    from pipeline.state.cells import SeriesState
 
 OK = "ok"
 MISSING = "missing"
@@ -175,15 +175,17 @@ class ClusterView:
     def __init__(
         self,
         config: Config,
-        series: SeriesSource,
-        ownership: Ownership,
+        states: Callable[[], Mapping[str, SeriesState]],
+        partitions: Callable[[], set[int]],
         distribution: Callable[[], Mapping[str, Mapping[str, Iterable[int]]]],
         topic: str,
         self_url: str | None = None,
     ) -> None:
         self.config = config
-        self.source = series
-        self.ownership = ownership
+        self.states = states
+        """Series key -> state of every series this worker owns (stage 2's view)."""
+        self.partitions = partitions
+        """The partitions this worker reads now (the reader)."""
         self.distribution = distribution
         self.topic = topic
         self.self_url = self_url if self_url is not None else config.web.advertised()
@@ -199,8 +201,8 @@ class ClusterView:
         self, now_ms: int, kinds: frozenset[str] | None = None
     ) -> tuple[list[int], list[dict[str, Any]]]:
         """This worker's share: (the partitions it reads now, their series)."""
-        served = sorted(self.ownership.active_partitions())
-        return served, series_entries(self.source.states(), now_ms, self.config, kinds)
+        served = sorted(self.partitions())
+        return served, series_entries(self.states(), now_ms, self.config, kinds)
 
     async def series(
         self, now_ms: int, kinds: frozenset[str] | None = None, timeout_s: float | None = None
@@ -271,15 +273,21 @@ def _refused(status: int, body: bytes) -> str:
     return f"HTTP {status}" + (f": {reason}" if isinstance(reason, str) else "")
 
 
-def register(app: App, config: Config, series: SeriesSource, ownership: Ownership, table: str) -> ClusterView:
+def register(
+    app: App,
+    config: Config,
+    states: Callable[[], Mapping[str, SeriesState]],
+    partitions: Callable[[], set[int]],
+    table: str,
+) -> ClusterView:
     """Build the worker's cluster view over the assignment of `table`'s changelog, closed at shutdown."""
     from agents.kafka.transport import connect
 
     topic = app.tables[table].changelog_topic.get_topic_name()
     view = ClusterView(
         config,
-        series,
-        ownership,
+        states,
+        partitions,
         lambda: app.router.table_metadata(table),
         topic,
         # What the assignor sends as this member's URL (str of the setting, which yarl normalises:

@@ -203,7 +203,14 @@ def test_the_view_asks_every_other_member_once_and_says_why_one_gave_nothing() -
             refused: {topic: [4]},
         }
         config = Config.model_validate({"topics": {"partitions": 5}})
-        view = ClusterView(config, NoSeries(), Own(), lambda: distribution, topic, "http://self:6066")
+        view = ClusterView(
+            config,
+            NoSeries().states,
+            Own().active_partitions,
+            lambda: distribution,
+            topic,
+            "http://self:6066",
+        )
         try:
             return urls, await view.series(1_000, frozenset({"errors", "route"}), timeout_s=5)
         finally:
@@ -219,6 +226,7 @@ def test_the_view_asks_every_other_member_once_and_says_why_one_gave_nothing() -
     assert by_url[urls[1]]["error"] == "HTTP 400: at: expected epoch ms"
     assert by_url[urls[2]]["error"] == "unexpected answer (JSONDecodeError)"
     refused = next(w for w in whole.workers if w["url"] not in (*urls, "http://self:6066"))
-    assert refused["status"] == "missing" and refused["error"] == "cannot connect (connection refused)", refused
+    assert refused["status"] == "missing", refused
+    assert refused["error"] == "cannot connect (connection refused)", refused
     assert whole.series == [entry('["errors","x"]', 4)]
     assert whole.missing_partitions == [2, 3, 4]
