@@ -1,20 +1,10 @@
-"""Notification channels behind one interface; `notifiers(config)` builds the configured ones."""
+"""Notification channels behind one interface (`agents.notifiers.base`); `notifiers(config)` builds the
+configured ones."""
 
 from __future__ import annotations
 
 from agents.notifiers.alertmanager import AlertmanagerNotifier
-from agents.notifiers.base import (
-    DELIVERED,
-    FAILED,
-    RETRY,
-    Notification,
-    Notifier,
-    Outcome,
-    RetryPolicy,
-    classify_http,
-    deliver,
-    redact,
-)
+from agents.notifiers.base import Notifier
 from agents.notifiers.email import EmailNotifier
 from agents.notifiers.pagerduty import PagerDutyNotifier
 from agents.notifiers.slack import SlackNotifier
@@ -37,17 +27,4 @@ def notifiers(config: ChannelsConfig) -> dict[str, Notifier]:
     return {cls.channel: cls(config) for cls in CHANNELS if cls.configured(config)}
 
 
-__all__ = [
-    "CHANNELS",
-    "DELIVERED",
-    "FAILED",
-    "RETRY",
-    "Notification",
-    "Notifier",
-    "Outcome",
-    "RetryPolicy",
-    "classify_http",
-    "deliver",
-    "notifiers",
-    "redact",
-]
+__all__ = ["CHANNELS", "notifiers"]

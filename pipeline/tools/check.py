@@ -20,8 +20,8 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, SecretStr
 
-from agents.notifiers import CHANNELS, Notifier, notifiers, redact
-from agents.notifiers.base import BROKEN, OK, SKIPPED, Probe, describe
+from agents.notifiers import CHANNELS, notifiers
+from agents.notifiers.base import BROKEN, OK, SKIPPED, Notifier, Probe, describe, redact
 from pipeline.config.settings import ChannelsConfig, Config, PagerDutyConfig, load_config, shown_url
 from pipeline.errors import PulseError
 from pipeline.rules import load_rules

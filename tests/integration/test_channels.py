@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from agents.notifiers import (
+from agents.notifiers.alertmanager import AlertmanagerNotifier
+from agents.notifiers.base import (
     DELIVERED,
     FAILED,
     RETRY,
@@ -24,7 +25,6 @@ from agents.notifiers import (
     RetryPolicy,
     deliver,
 )
-from agents.notifiers.alertmanager import AlertmanagerNotifier
 from agents.notifiers.email import EmailNotifier
 from agents.notifiers.pagerduty import PagerDutyNotifier
 from agents.notifiers.slack import SlackNotifier
