@@ -169,29 +169,27 @@ def describe(exc: BaseException, timeout_s: float) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+@dataclass(eq=False)
 class ClusterView:
     """Reads the series of every worker of the current assignment (see the module's docstring)."""
 
-    def __init__(
-        self,
-        config: Config,
-        states: Callable[[], Mapping[str, SeriesState]],
-        partitions: Callable[[], set[int]],
-        distribution: Callable[[], Mapping[str, Mapping[str, Iterable[int]]]],
-        topic: str,
-        self_url: str | None = None,
-    ) -> None:
-        self.config = config
-        self.states = states
-        """Series key -> state of every series this worker owns (stage 2's view)."""
-        self.partitions = partitions
-        """The partitions this worker reads now (the reader)."""
-        self.distribution = distribution
-        self.topic = topic
-        self.self_url = self_url if self_url is not None else config.web.advertised()
-        """This worker's URL as the assignment spells it (Faust's canonical_url, normalised by yarl)."""
-        self.timeout_s = config.web.cluster_timeout
-        self._session: aiohttp.ClientSession | None = None
+    config: Config
+    states: Callable[[], Mapping[str, SeriesState]]
+    """Series key -> state of every series this worker owns (stage 2's view)."""
+    partitions: Callable[[], set[int]]
+    """The partitions this worker reads now (the reader)."""
+    distribution: Callable[[], Mapping[str, Mapping[str, Iterable[int]]]]
+    """URL -> changelog topic -> partitions of every member (Faust's assignment)."""
+    topic: str
+    """The changelog topic whose partitions the members own."""
+    self_url: str = ""
+    """This worker's URL as the assignment spells it (Faust's canonical_url, normalised by yarl);
+    empty: `web.advertised_url`."""
+    _session: aiohttp.ClientSession | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.self_url = self.self_url or self.config.web.advertised()
+        self.timeout_s = self.config.web.cluster_timeout
 
     def members(self) -> list[Member]:
         """URL and partitions of every worker of the current assignment (this worker first)."""

@@ -22,6 +22,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -49,27 +50,22 @@ RETRY_S = 0.5
 """Pause after a failed fetch or positioning before trying again."""
 
 
+@dataclass(eq=False)
 class Reader:
     """Read the owned input and partials partitions; hand each batch to its stage."""
 
-    def __init__(
-        self,
-        config: Config,
-        lifecycle: Lifecycle,
-        stage1: Stage1,
-        stage2: Stage2,
-        input_topics: Iterable[str],
-        partials_name: str,
-        crash: Crash,
-    ) -> None:
-        self.config = config
-        self.crash = crash
-        self.stage1 = stage1
-        self.stage2 = stage2
+    config: Config
+    lifecycle: Lifecycle
+    stage1: Stage1
+    stage2: Stage2
+    input_names: Iterable[str]
+    partials_name: str
+    crash: Crash
+
+    def __post_init__(self) -> None:
+        stage1, stage2 = self.stage1, self.stage2
         stage1.reader = stage2.reader = self
-        self.lifecycle = lifecycle
-        self.input_topics = sorted(input_topics)
-        self.partials_name = partials_name
+        self.input_topics = sorted(self.input_names)
         self.consumer: AIOKafkaConsumer | None = None
         self.next: dict[TopicPartition, int] = {}
         """Next offset to read of every partition being read (for lag)."""
@@ -80,7 +76,7 @@ class Reader:
         self.ready_since: float | None = None
         """Wall time reading started after the last assignment (None while not reading)."""
         self.assigned_at = 0.0
-        self.settle_s = settle_time(config.broker)
+        self.settle_s = settle_time(self.config.broker)
         self.before_reading: Callable[[frozenset[int], Callable[[], bool]], Awaitable[None]] | None = None
         """Awaited once positioned, before reading starts (`pulse bench` holds several workers there
         until all hold their assignment); it gets the partitions and whether they are still current."""

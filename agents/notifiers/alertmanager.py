@@ -8,7 +8,7 @@ from typing import Any
 
 from agents.notifiers.base import Notification, Notifier, Outcome, Probe, is_resolved, now_rfc3339
 from agents.notifiers.webhook import context_annotations, generator_url
-from pipeline.config.settings import ChannelsConfig, shown_url
+from pipeline.config.settings import shown_url
 
 _BAD_NAME_CHARS = re.compile(r"[^A-Za-z0-9_]")
 
@@ -42,11 +42,8 @@ class AlertmanagerNotifier(Notifier):
     """Posts the group's alerts to an Alertmanager in one request."""
 
     channel = "alertmanager"
-
-    @classmethod
-    def configured(cls, config: ChannelsConfig) -> bool:
-        """An Alertmanager base URL."""
-        return bool(config.alertmanager.url)
+    needs = ("url",)
+    """An Alertmanager base URL."""
 
     async def send(self, notification: Notification) -> Outcome:
         """POST every alert of the group at once."""

@@ -85,15 +85,18 @@ class Notifier(abc.ABC):
     """One channel: renders a notification in its wire format and makes one delivery attempt."""
 
     channel: ClassVar[str]
+    needs: ClassVar[tuple[str, ...]] = ()
+    """The settings of `channels.<channel>` that must all be set for the channel to be on."""
 
     def __init__(self, config: ChannelsConfig) -> None:
         self.config = config
         self._session: aiohttp.ClientSession | None = None
 
     @classmethod
-    @abc.abstractmethod
     def configured(cls, config: ChannelsConfig) -> bool:
-        """Whether the config has what this channel needs."""
+        """Whether the config has what this channel needs (every one of `needs`)."""
+        section = getattr(config, cls.channel)
+        return bool(cls.needs) and all(getattr(section, name) for name in cls.needs)
 
     @abc.abstractmethod
     async def send(self, notification: Notification) -> Outcome:

@@ -69,28 +69,22 @@ class Job:
     queued_ms: int
 
 
+@dataclass(eq=False)
 class Notifications:
     """Runtime of the notifications on one worker."""
 
-    def __init__(
-        self,
-        app: App,
-        cfg: Config,
-        nflog: TableT[str, Any],
-        ownership: Lifecycle,
-        alerts: AlertHistory,
-        silences: SilenceBook,
-        metrics: PipelineMetrics,
-        deadletter_topic: str,
-    ) -> None:
-        self.app = app
+    app: App
+    cfg: Config
+    nflog: TableT[str, Any]
+    ownership: Lifecycle
+    alerts: AlertHistory
+    silences: SilenceBook
+    metrics: PipelineMetrics
+    deadletter_topic: str
+
+    def __post_init__(self) -> None:
+        cfg = self.cfg
         self.channels = cfg.channels
-        self.nflog = nflog
-        self.ownership = ownership
-        self.alerts = alerts
-        self.silences = silences
-        self.metrics = metrics
-        self.deadletter_topic = deadletter_topic
         self.config = cfg.notify
         self.partitions = cfg.topics.partitions
         self.receivers = {r.name: r for r in cfg.notify.receivers}
@@ -101,7 +95,7 @@ class Notifications:
             max_attempts=cfg.notify.retry_attempts,
             budget_s=cfg.notify.retry_budget,
         )
-        self.ledger = ChangelogWriter(nflog)
+        self.ledger = ChangelogWriter(self.nflog)
         self.queues: dict[str, asyncio.Queue[Job]] = {name: asyncio.Queue() for name in self.notifiers}
         self.inflight: dict[str, str] = {}  # ledger key -> plan digest queued or being delivered
         self.tasks: list[asyncio.Task[None]] = []

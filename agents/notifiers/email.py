@@ -176,11 +176,8 @@ class EmailNotifier(Notifier):
     """
 
     channel = "email"
-
-    @classmethod
-    def configured(cls, config: ChannelsConfig) -> bool:
-        """An SMTP host and at least one recipient."""
-        return bool(config.email.smtp_host and config.email.to)
+    needs = ("smtp_host", "to")
+    """An SMTP host and at least one recipient."""
 
     async def send(self, notification: Notification) -> Outcome:
         """Send the email in one SMTP session."""

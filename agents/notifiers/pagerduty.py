@@ -21,7 +21,7 @@ from agents.notifiers.base import (
 )
 from pipeline.alerting.context import of_alert
 from pipeline.alerting.text import clip, one_line
-from pipeline.config.settings import ChannelsConfig, secret_text, shown_url
+from pipeline.config.settings import secret_text, shown_url
 
 SEVERITY = {"critical": "critical", "high": "error", "medium": "warning", "low": "info"}
 SUMMARY_MAX = 1024
@@ -76,11 +76,8 @@ class PagerDutyNotifier(Notifier):
     """Sends one Events v2 event per alert of the group."""
 
     channel = "pagerduty"
-
-    @classmethod
-    def configured(cls, config: ChannelsConfig) -> bool:
-        """A routing (integration) key."""
-        return bool(config.pagerduty.routing_key)
+    needs = ("routing_key",)
+    """A routing (integration) key."""
 
     async def send(self, notification: Notification) -> Outcome:
         """Send every alert's event; stop at the first one that is not accepted."""

@@ -66,15 +66,12 @@ class SmsNotifier(Notifier):
     """Sends the notification's text to every configured number."""
 
     channel = "sms"
+    needs = ("url", "to")
+    """An API URL and at least one recipient."""
 
     def __init__(self, config: ChannelsConfig) -> None:
         super().__init__(config)
         self._accepted: OrderedDict[str, set[str]] = OrderedDict()
-
-    @classmethod
-    def configured(cls, config: ChannelsConfig) -> bool:
-        """An API URL and at least one recipient."""
-        return bool(config.sms.url and config.sms.to)
 
     @property
     def endpoint(self) -> str:

@@ -26,7 +26,7 @@ import orjson
 from agents.notifiers.base import Notification, Notifier, Outcome, Probe, hidden_url, is_resolved
 from pipeline.alerting.context import of_alert, summary
 from pipeline.alerting.text import strip_control
-from pipeline.config.settings import ChannelsConfig, secret_text
+from pipeline.config.settings import secret_text
 
 NOT_ENDED = "0001-01-01T00:00:00Z"  # what Alertmanager sends as endsAt of an alert that has not ended
 
@@ -109,11 +109,8 @@ class WebhookNotifier(Notifier):
     """POSTs the version-4 payload to the configured URL."""
 
     channel = "webhook"
-
-    @classmethod
-    def configured(cls, config: ChannelsConfig) -> bool:
-        """A webhook URL."""
-        return bool(config.webhook.url)
+    needs = ("url",)
+    """A webhook URL."""
 
     async def send(self, notification: Notification) -> Outcome:
         """POST the payload once."""

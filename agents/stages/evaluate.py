@@ -175,38 +175,30 @@ def missing_parts(found: ClusterSeries) -> list[str]:
     return out
 
 
+@dataclass(eq=False)
 class Evaluator:
     """Runtime of the rule ticks on one worker."""
 
-    def __init__(
-        self,
-        cfg: Config,
-        view: SeriesView,
-        rules: RuleSet,
-        alertstate: TableT[str, Any],
-        alertlog: TableT[bytes, Any],
-        ownership: Lifecycle,
-        metrics: PipelineMetrics,
-        flap_policy: FlapPolicy,
-        cluster: ClusterView | None = None,
-    ) -> None:
-        self.config = cfg
-        self.cluster = cluster
-        """Where the context reads the other workers' series (None: this worker's only)."""
-        self.view = view
-        self.rules = rules
-        self.alertstate = alertstate
-        self.alertlog = alertlog
-        self.ownership = ownership
-        self.metrics = metrics
-        self.flap_policy = flap_policy
+    config: Config
+    view: SeriesView
+    rules: RuleSet
+    alertstate: TableT[str, Any]
+    alertlog: TableT[bytes, Any]
+    ownership: Lifecycle
+    metrics: PipelineMetrics
+    flap_policy: FlapPolicy
+    cluster: ClusterView | None = None
+    """Where the context reads the other workers' series (None: this worker's only)."""
+
+    def __post_init__(self) -> None:
+        cfg = self.config
         self.interval_ms = int(cfg.rules.interval * 1000)
         # the clock is checked between batches, at least every 100 ms: that much slack keeps the
         # evaluations from drifting a step late each time
         self.slack_ms = 100
         self.partitions = cfg.topics.partitions
-        self.state_writer = ChangelogWriter(alertstate)
-        self.log_writer = ChangelogWriter(alertlog)
+        self.state_writer = ChangelogWriter(self.alertstate)
+        self.log_writer = ChangelogWriter(self.alertlog)
         self.last_eval: dict[int, int] = {}
         self.index: dict[int, dict[str, AlertState]] = {}
         self.epoch = -1

@@ -72,25 +72,46 @@ function constraints(prop) {
   return notes;
 }
 
-function renderSchema(type, schema) {
+/** The documented field lines of one schema: [{ name, lines }], in the schema's order. */
+function schemaFields(type, schema) {
   const where = `${type}.schema.json`;
   for (const key of Object.keys(schema)) if (!SCHEMA_KEYS.has(key)) fail(where, `keyword ${key}`);
   if (schema.type !== 'object') fail(where, 'the top level must be an object');
-  const topic = /topic '([^']+)'/.exec(schema.description ?? '');
-  if (!topic) fail(where, "the description names no topic ('events....')");
   const required = new Set(schema.required ?? []);
-  const lines = [`/** ${schema.description} */`, `export interface ${pascal(type)}Event {`];
+  const fields = [];
   for (const [name, prop] of Object.entries(schema.properties)) {
     for (const key of Object.keys(prop)) if (!PROPERTY_KEYS.has(key)) fail(`${where} ${name}`, `keyword ${key}`);
     const notes = constraints(prop);
     const text = (prop.description ?? '') + (notes.length ? ` (${notes.join('; ')})` : '');
-    lines.push(`  /** ${text.replace(/\*\//g, '*\\/')} */`);
-    lines.push(`  ${name}${required.has(name) ? '' : '?'}: ${tsType(`${where} ${name}`, prop)};`);
+    fields.push({
+      name,
+      lines: [
+        `  /** ${text.replace(/\*\//g, '*\\/')} */`,
+        `  ${name}${required.has(name) ? '' : '?'}: ${tsType(`${where} ${name}`, prop)};`,
+      ],
+    });
   }
   if (schema.additionalProperties === true) {
-    lines.push('  /** Unknown fields are kept and ignored by the worker. */');
-    lines.push('  [extra: string]: unknown;');
+    fields.push({
+      name: '[extra]',
+      lines: ['  /** Unknown fields are kept and ignored by the worker. */', '  [extra: string]: unknown;'],
+    });
   }
+  return fields;
+}
+
+/** The fields every schema has, written the same way in each: they go into `EventFields` once. */
+function commonFields(all) {
+  const same = (a, b) => a && a.lines.join('\n') === b.lines.join('\n');
+  return all[0].filter((field) => all.every((fields) => same(fields.find((f) => f.name === field.name), field)));
+}
+
+function renderSchema(type, schema, fields, common) {
+  const topic = /topic '([^']+)'/.exec(schema.description ?? '');
+  if (!topic) fail(`${type}.schema.json`, "the description names no topic ('events....')");
+  const shared = new Set(common.map((f) => f.name));
+  const lines = [`/** ${schema.description} */`, `export interface ${pascal(type)}Event extends EventFields {`];
+  for (const field of fields) if (!shared.has(field.name)) lines.push(...field.lines);
   lines.push('}');
   return { lines, topic: topic[1] };
 }
@@ -104,14 +125,19 @@ function render(dir = SCHEMA_DIR) {
     '// Do not edit: run `npm run generate`. `npm test` fails when this file and the schemas differ.',
     '',
   ];
+  const types = files.map((file) => file.slice(0, -'.schema.json'.length));
+  const schemas = files.map((file) => JSON.parse(fs.readFileSync(path.join(dir, file), 'utf8')));
+  const fields = schemas.map((schema, i) => schemaFields(types[i], schema));
+  const common = commonFields(fields);
+  out.push('/** The fields every event type has. */', 'export interface EventFields {');
+  for (const field of common) out.push(...field.lines);
+  out.push('}', '');
   const topics = [];
-  for (const file of files) {
-    const type = file.slice(0, -'.schema.json'.length);
-    const schema = JSON.parse(fs.readFileSync(path.join(dir, file), 'utf8'));
-    const { lines, topic } = renderSchema(type, schema);
+  schemas.forEach((schema, i) => {
+    const { lines, topic } = renderSchema(types[i], schema, fields[i], common);
     out.push(...lines, '');
-    topics.push([type, topic]);
-  }
+    topics.push([types[i], topic]);
+  });
   out.push('/** Event types and the topic each goes to (after the topic prefix). */');
   out.push('export const EVENT_TOPICS = {');
   for (const [type, topic] of topics) out.push(`  ${type}: ${JSON.stringify(topic)},`);
