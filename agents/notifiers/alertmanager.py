@@ -8,6 +8,7 @@ from typing import Any
 
 from agents.notifiers.base import Notification, Notifier, Outcome, Probe, is_resolved, now_rfc3339
 from agents.notifiers.webhook import context_annotations, generator_url
+from pipeline.alerting.context import of_alert
 from pipeline.config.settings import shown_url
 
 _BAD_NAME_CHARS = re.compile(r"[^A-Za-z0-9_]")
@@ -26,7 +27,7 @@ def posted_alert(alert: Mapping[str, Any], external_url: str) -> dict[str, Any]:
     labels["alertname"] = labels.get("alertname") or str(alert.get("rule") or "pulse_alert")
     labels["severity"] = labels.get("severity") or str(alert.get("severity") or "none")
     annotations = {label_name(str(k)): str(v) for k, v in (alert.get("annotations") or {}).items()}
-    annotations.update(context_annotations(alert))
+    annotations.update(context_annotations(of_alert(alert)))
     out: dict[str, Any] = {
         "labels": labels,
         "annotations": annotations,

@@ -112,6 +112,18 @@ def _alert_html(alert: Mapping[str, Any]) -> str:
 _CELL = 'style="border:1px solid #ddd;padding:2px 8px;text-align:{align}"'
 
 
+def _html_row(tag: str, cells: list[str]) -> str:
+    """One table row of escaped cells: the name column left-aligned, the figures right-aligned."""
+    return (
+        "<tr>"
+        + "".join(
+            f"<{tag} {_CELL.format(align='left' if i == 0 else 'right')}>{html_text(c)}</{tag}>"
+            for i, c in enumerate(cells)
+        )
+        + "</tr>"
+    )
+
+
 def _context_html(alert: Mapping[str, Any]) -> str:
     """The alert's context as HTML tables, one per section; every cell escaped."""
     found = of_alert(alert)
@@ -121,24 +133,13 @@ def _context_html(alert: Mapping[str, Any]) -> str:
     parts = []
     for section in found.sections:
         rows = table(section)
-        head = "".join(
-            f"<th {_CELL.format(align='left' if i == 0 else 'right')}>{html_text(c)}</th>"
-            for i, c in enumerate(rows[0])
-        )
-        body = "".join(
-            "<tr>"
-            + "".join(
-                f"<td {_CELL.format(align='left' if i == 0 else 'right')}>{html_text(c)}</td>"
-                for i, c in enumerate(row)
-            )
-            + "</tr>"
-            for row in rows[1:]
-        )
+        head = _html_row("th", rows[0])
+        body = "".join(_html_row("td", row) for row in rows[1:])
         more = f"<p>{html_text(footer(section))}</p>" if section.more else ""
         empty = "" if rows[1:] else "<p>none</p>"
         parts.append(
             f"<h4>{html_text(section.title)}{window}</h4>"
-            f'<table style="border-collapse:collapse"><tr>{head}</tr>{body}</table>{empty}{more}'
+            f'<table style="border-collapse:collapse">{head}{body}</table>{empty}{more}'
         )
     note = partial_note(found)
     if note:

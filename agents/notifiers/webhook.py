@@ -24,7 +24,7 @@ from urllib.parse import quote
 import orjson
 
 from agents.notifiers.base import Notification, Notifier, Outcome, Probe, hidden_url, is_resolved
-from pipeline.alerting.context import of_alert, summary
+from pipeline.alerting.context import AlertContext, of_alert, summary
 from pipeline.alerting.text import strip_control
 from pipeline.config.settings import secret_text
 
@@ -59,8 +59,9 @@ def v4_alert(alert: Mapping[str, Any], external_url: str) -> dict[str, Any]:
     labels.setdefault("alertname", str(alert.get("rule", "")))
     labels.setdefault("severity", str(alert.get("severity", "")))
     resolved = is_resolved(alert)
+    found = of_alert(alert)
     annotations = {str(k): str(v) for k, v in (alert.get("annotations") or {}).items()}
-    annotations.update(context_annotations(alert))
+    annotations.update(context_annotations(found))
     out: dict[str, Any] = {
         "status": "resolved" if resolved else "firing",
         "labels": labels,
@@ -70,16 +71,14 @@ def v4_alert(alert: Mapping[str, Any], external_url: str) -> dict[str, Any]:
         "generatorURL": generator_url(alert, external_url),
         "fingerprint": str(alert.get("fingerprint", "")),
     }
-    found = of_alert(alert)
     if found is not None:
         out["context"] = found.to_dict()
     return out
 
 
-def context_annotations(alert: Mapping[str, Any]) -> dict[str, str]:
-    """The alert's context as annotations: `context` readable text, `context_json` the structure as
-    compact JSON (both without control characters); none without a context."""
-    found = of_alert(alert)
+def context_annotations(found: AlertContext | None) -> dict[str, str]:
+    """An alert's context (`of_alert`) as annotations: `context` readable text, `context_json` the
+    structure as compact JSON (both without control characters); none without a context."""
     if found is None:
         return {}
     return {
