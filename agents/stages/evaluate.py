@@ -34,7 +34,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
@@ -98,6 +98,20 @@ def reconcile(aux: AlertState | None, published: Mapping[str, Any]) -> AlertStat
         value=published.get("currentValue"),
         fired=fired,
     )
+
+
+def unpublished(aux: AlertState) -> AlertState:
+    """The evaluation state of an instance that has no published transition at all.
+
+    A firing state with nothing published means its firing transition never reached the alerts topic:
+    it waited for its context when a rebalance dropped the queue, or the worker died between the two
+    writes. It goes back to pending (same start of the condition, this firing taken out of the flap
+    count), so that the next evaluation fires again and publishes it.
+    """
+    if aux.state != State.FIRING:
+        return aux
+    fired = [t for t in aux.fired if t != aux.starts_at_ms]
+    return replace(aux, state=State.PENDING, starts_at_ms=None, cleared_since_ms=None, fired=fired)
 
 
 @dataclass
@@ -249,7 +263,7 @@ class Evaluator:
             fp = key.decode() if isinstance(key, bytes) else key
             out[fp] = reconcile(aux.get(fp), published)
         for fp, state in aux.items():
-            out.setdefault(fp, state)
+            out.setdefault(fp, unpublished(state))
         return out
 
     async def on_tick(self, partition: int, now_ms: int) -> list[Awaitable[Any]]:

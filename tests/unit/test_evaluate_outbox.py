@@ -7,7 +7,15 @@ import asyncio
 from typing import Any
 
 from agents.cluster import ClusterSeries
-from agents.stages.evaluate import CONTEXT_BOUND_S, GATHER_TIMEOUT_S, TICK_SLACK_S, Outgoing, take_ready
+from agents.stages.evaluate import (
+    CONTEXT_BOUND_S,
+    GATHER_TIMEOUT_S,
+    TICK_SLACK_S,
+    Outgoing,
+    take_ready,
+    unpublished,
+)
+from pipeline.rules.engine import AlertState, State
 from pipeline.rules.model import Rule
 
 RULE = Rule(name="high_error_rate", severity="critical", metric="o4o_error_ratio", window=300.0)
@@ -99,3 +107,15 @@ def test_a_failed_read_sends_the_alert_with_a_partial_context() -> None:
         assert item.alert["context"]["missing"] == ["the cluster view failed (RuntimeError('boom'))"]
 
     asyncio.run(run())
+
+
+def test_a_firing_state_never_published_goes_back_to_pending_so_it_fires_again() -> None:
+    """Found in CI: a firing transition queued for its context was dropped by a rebalance, and the
+    reloaded state (firing, nothing published) kept the alert from ever being published."""
+    aux = AlertState("fp", "r", {}, State.FIRING, active_since_ms=1_000, starts_at_ms=2_000)
+    aux.fired = [500, 2_000]
+    back = unpublished(aux)
+    assert (back.state, back.active_since_ms, back.starts_at_ms) == (State.PENDING, 1_000, None)
+    assert back.fired == [500]
+    pending = AlertState("fp", "r", {}, State.PENDING, active_since_ms=1_000)
+    assert unpublished(pending) is pending
