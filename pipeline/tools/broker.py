@@ -47,16 +47,10 @@ class EmbeddedBroker:
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port(HOST)
         self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
+        self.url = f"kafka://{HOST}:{self.port}"
         """Broker URL for PULSE_BROKER_URL."""
-        return f"kafka://{HOST}:{self.port}"
-
-    @property
-    def bootstrap(self) -> str:
+        self.bootstrap = f"{HOST}:{self.port}"
         """host:port for raw Kafka clients."""
-        return f"{HOST}:{self.port}"
 
     def argv(self) -> list[str]:
         """Command line that starts the broker."""

@@ -14,17 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
+from agents.notifiers import base
 from agents.notifiers.alertmanager import AlertmanagerNotifier
-from agents.notifiers.base import (
-    DELIVERED,
-    FAILED,
-    RETRY,
-    Notification,
-    Notifier,
-    Outcome,
-    RetryPolicy,
-    deliver,
-)
+from agents.notifiers.base import Notification, Notifier, Outcome, RetryPolicy, deliver
 from agents.notifiers.email import EmailNotifier
 from agents.notifiers.pagerduty import PagerDutyNotifier
 from agents.notifiers.slack import SlackNotifier
@@ -93,7 +85,7 @@ def test_slack_web_api_posts_then_resolve_updates_the_message_and_replies_in_thr
 ) -> None:
     notifier = web_api(slack_server)
     fired = send_all(notifier, note([sample_alert()]))[0]
-    assert fired.kind == DELIVERED
+    assert fired.kind == base.DELIVERED
     channel, ts = fired.meta["channel"], fired.meta["ts"]
     assert channel == slack_server.channel_id("#alerts") and ts
     original = slack_server.messages[(channel, ts)]
@@ -102,7 +94,7 @@ def test_slack_web_api_posts_then_resolve_updates_the_message_and_replies_in_thr
 
     resolved = note([sample_alert(state="resolved")], "resolved", previous=fired.meta)
     outcome = send_all(web_api(slack_server), resolved)[0]
-    assert outcome.kind == DELIVERED and outcome.meta == {"channel": channel, "ts": ts}
+    assert outcome.kind == base.DELIVERED and outcome.meta == {"channel": channel, "ts": ts}
     updated = slack_server.messages[(channel, ts)]
     assert updated["edited"] is True
     assert updated["attachments"][0]["color"] == "#2eb67d"
@@ -117,7 +109,7 @@ def test_slack_web_api_posts_then_resolve_updates_the_message_and_replies_in_thr
 
 def test_slack_resolve_without_previous_posts_a_new_message(slack_server: SlackServer) -> None:
     outcome = send_all(web_api(slack_server), note([sample_alert(state="resolved")], "resolved"))[0]
-    assert outcome.kind == DELIVERED
+    assert outcome.kind == base.DELIVERED
     [message] = slack_server.messages.values()
     assert message["attachments"][0]["color"] == "#2eb67d"
     assert not slack_server.replies
@@ -126,7 +118,7 @@ def test_slack_resolve_without_previous_posts_a_new_message(slack_server: SlackS
 def test_slack_resolve_of_a_deleted_message_posts_a_new_one(slack_server: SlackServer) -> None:
     previous = {"channel": slack_server.channel_id("#alerts"), "ts": "1600000000.000001"}
     outcome = send_all(web_api(slack_server), note([sample_alert(state="resolved")], "resolved", previous))[0]
-    assert outcome.kind == DELIVERED and outcome.meta["ts"] != previous["ts"]
+    assert outcome.kind == base.DELIVERED and outcome.meta["ts"] != previous["ts"]
     assert [r.path for r in slack_server.requests] == ["/api/chat.update", "/api/chat.postMessage"]
     assert len(slack_server.messages) == 1
 
@@ -135,7 +127,7 @@ def test_slack_incoming_webhook(slack_server: SlackServer) -> None:
     notifier = SlackNotifier(channels(slack={"webhook_url": slack_server.webhook_url}))
     alerts = [sample_alert(fingerprint=f"f{i}", severity="medium") for i in range(12)]
     outcome = send_all(notifier, note(alerts))[0]
-    assert outcome.kind == DELIVERED
+    assert outcome.kind == base.DELIVERED
     [payload] = slack_server.webhook_posts
     blocks = payload["attachments"][0]["blocks"]
     assert payload["attachments"][0]["color"] == "#f2c744"
@@ -149,7 +141,7 @@ def test_slack_wrong_token_is_a_permanent_failure(slack_server: SlackServer) -> 
         slack={"bot_token": "xoxb-wrong", "channel": "#alerts", "api_url": slack_server.api_url}
     )
     outcome = send_all(SlackNotifier(config), note([sample_alert()]))[0]
-    assert outcome.kind == FAILED and "invalid_auth" in outcome.reason
+    assert outcome.kind == base.FAILED and "invalid_auth" in outcome.reason
 
 
 def test_slack_rate_limit_is_retried_after_the_given_delay(slack_server: SlackServer) -> None:
@@ -168,7 +160,7 @@ def test_slack_rate_limit_is_retried_after_the_given_delay(slack_server: SlackSe
             await notifier.close()
 
     outcome, attempts = asyncio.run(run())
-    assert (outcome.kind, attempts, sleeps) == (DELIVERED, 2, [1.0])
+    assert (outcome.kind, attempts, sleeps) == (base.DELIVERED, 2, [1.0])
 
 
 def test_slack_connection_refused_is_retried() -> None:
@@ -176,16 +168,16 @@ def test_slack_connection_refused_is_retried() -> None:
         slack={"bot_token": "xoxb-t", "channel": "#a", "api_url": f"http://127.0.0.1:{free_port()}/api/"}
     )
     outcome = send_all(SlackNotifier(config), note([sample_alert()]))[0]
-    assert outcome.kind == RETRY and "Cannot connect" in outcome.reason
+    assert outcome.kind == base.RETRY and "Cannot connect" in outcome.reason
 
 
 def test_slack_server_errors_and_webhook_errors_are_mapped(slack_server: SlackServer) -> None:
     slack_server.answer(503, times=1, body="upstream down")
-    assert send_all(web_api(slack_server), note([sample_alert()]))[0].kind == RETRY
+    assert send_all(web_api(slack_server), note([sample_alert()]))[0].kind == base.RETRY
     slack_server.answer(404, times=1, body="no_service")
     hook = SlackNotifier(channels(slack={"webhook_url": slack_server.webhook_url}))
     outcome = send_all(hook, note([sample_alert()]))[0]
-    assert outcome.kind == FAILED and "no_service" in outcome.reason
+    assert outcome.kind == base.FAILED and "no_service" in outcome.reason
 
 
 # Email
@@ -215,7 +207,7 @@ def email_config(server: SmtpServer, **overrides: Any) -> ChannelsConfig:
 def test_email_over_starttls_with_auth(smtp: SmtpServer) -> None:
     alert = sample_alert(annotations={"summary": "<b>orders</b> & <script>x</script>"})
     outcome = send_all(EmailNotifier(email_config(smtp)), note([alert, sample_alert(fingerprint="b")]))[0]
-    assert outcome.kind == DELIVERED
+    assert outcome.kind == base.DELIVERED
     [received] = smtp.received
     assert received.tls and received.login == "pulse"
     assert received.mail_from == "pulse@o4o.example"
@@ -235,7 +227,7 @@ def test_email_over_starttls_with_auth(smtp: SmtpServer) -> None:
 def test_email_over_implicit_tls(tmp_path: Path) -> None:
     with SmtpServer(tmp_path, tls="implicit") as server:
         outcome = send_all(EmailNotifier(email_config(server)), note([sample_alert()]))[0]
-        assert outcome.kind == DELIVERED, outcome.reason
+        assert outcome.kind == base.DELIVERED, outcome.reason
         assert server.received[0].tls and server.received[0].login == "pulse"
 
 
@@ -243,14 +235,14 @@ def test_email_wrong_password_is_permanent(smtp: SmtpServer) -> None:
     outcome = send_all(EmailNotifier(email_config(smtp, smtp_password="nope")), note([sample_alert()]))[0]
     # (since da346e4 the reason names the refusal and the settings to change: "smtp: authentication
     # refused (535 ...); check PULSE_SMTP_USER ...")
-    assert outcome.kind == FAILED and outcome.reason.startswith("smtp: ") and "(535 " in outcome.reason
+    assert outcome.kind == base.FAILED and outcome.reason.startswith("smtp: ") and "(535 " in outcome.reason
     assert "nope" not in outcome.reason
     assert not smtp.received
 
 
 def test_email_untrusted_certificate_is_permanent(smtp: SmtpServer) -> None:
     outcome = send_all(EmailNotifier(email_config(smtp, ca_file=None)), note([sample_alert()]))[0]
-    assert outcome.kind == FAILED and "certificate" in outcome.reason
+    assert outcome.kind == base.FAILED and "certificate" in outcome.reason
 
 
 def test_email_smtp_replies_are_mapped(smtp: SmtpServer) -> None:
@@ -258,14 +250,14 @@ def test_email_smtp_replies_are_mapped(smtp: SmtpServer) -> None:
     smtp.reply("550 5.7.1 Message rejected")
     notifier = EmailNotifier(email_config(smtp))
     transient, permanent, ok = send_all(notifier, *[note([sample_alert()])] * 3)
-    assert transient.kind == RETRY and "451" in transient.reason
-    assert permanent.kind == FAILED and "550" in permanent.reason
-    assert ok.kind == DELIVERED and len(smtp.received) == 1
+    assert transient.kind == base.RETRY and "451" in transient.reason
+    assert permanent.kind == base.FAILED and "550" in permanent.reason
+    assert ok.kind == base.DELIVERED and len(smtp.received) == 1
 
 
 def test_email_connection_refused_is_retried(smtp: SmtpServer) -> None:
     outcome = send_all(EmailNotifier(email_config(smtp, smtp_port=free_port())), note([sample_alert()]))[0]
-    assert outcome.kind == RETRY
+    assert outcome.kind == base.RETRY
 
 
 # SMS
@@ -293,7 +285,7 @@ def sms_config(server: SmsServer, **overrides: Any) -> ChannelsConfig:
 def test_sms_one_request_per_recipient_with_basic_auth(sms_server: SmsServer) -> None:
     alert = sample_alert(annotations={"summary": "Payment\r\nfailures\x07 " + "x" * 200})
     outcome = send_all(SmsNotifier(sms_config(sms_server)), note([alert]))[0]
-    assert outcome.kind == DELIVERED and outcome.meta["accepted"] == 2
+    assert outcome.kind == base.DELIVERED and outcome.meta["accepted"] == 2
     assert [m["To"] for m in sms_server.messages] == ["+821011112222", "+821033334444"]
     for message in sms_server.messages:
         assert message["From"] == "+15005550006"
@@ -307,7 +299,7 @@ def test_sms_one_request_per_recipient_with_basic_auth(sms_server: SmsServer) ->
 
 def test_sms_wrong_token_is_permanent(sms_server: SmsServer) -> None:
     outcome = send_all(SmsNotifier(sms_config(sms_server, auth_token="wrong")), note([sample_alert()]))[0]
-    assert outcome.kind == FAILED and "HTTP 401" in outcome.reason
+    assert outcome.kind == base.FAILED and "HTTP 401" in outcome.reason
     assert not sms_server.messages
 
 
@@ -315,13 +307,13 @@ def test_sms_partial_failure_is_reported_and_a_retry_skips_who_got_it(sms_server
     notifier = SmsNotifier(sms_config(sms_server))
     sms_server.answer(503, times=1)  # the first recipient's request
     first, second = send_all(notifier, note([sample_alert()]), note([sample_alert()]))
-    assert first.kind == RETRY and "…2222" in first.reason and first.meta["accepted"] == 1
-    assert second.kind == DELIVERED
+    assert first.kind == base.RETRY and "…2222" in first.reason and first.meta["accepted"] == 1
+    assert second.kind == base.DELIVERED
     assert [m["To"] for m in sms_server.messages] == ["+821033334444", "+821011112222"]
 
     sms_server.invalid_numbers.add("+821033334444")
     outcome = send_all(SmsNotifier(sms_config(sms_server)), note([sample_alert()], key="other"))[0]
-    assert outcome.kind == FAILED and "…4444" in outcome.reason and "21211" in outcome.reason
+    assert outcome.kind == base.FAILED and "…4444" in outcome.reason and "21211" in outcome.reason
     assert outcome.meta["accepted"] == 1
 
 
@@ -333,7 +325,7 @@ def test_webhook_sends_a_signed_v4_payload() -> None:
         config = channels(webhook={"url": f"{server.url}/hooks/pulse", "signing_secret": server.secret})
         alerts = [sample_alert(), sample_alert(fingerprint="f2", state="resolved")]
         outcome = send_all(WebhookNotifier(config), note(alerts))[0]
-        assert outcome.kind == DELIVERED
+        assert outcome.kind == base.DELIVERED
         assert server.verified == [True]
         [request] = server.requests
         assert request.path == "/hooks/pulse"
@@ -355,14 +347,14 @@ def test_webhook_signed_with_another_secret_is_rejected() -> None:
     with WebhookServer(secret="right") as server:
         config = channels(webhook={"url": server.url, "signing_secret": "wrong"})
         outcome = send_all(WebhookNotifier(config), note([sample_alert()]))[0]
-        assert outcome.kind == FAILED and "HTTP 401" in outcome.reason
+        assert outcome.kind == base.FAILED and "HTTP 401" in outcome.reason
         assert server.verified == [False]
 
 
 def test_webhook_without_secret_sends_no_signature() -> None:
     with WebhookServer() as server:
         outcome = send_all(WebhookNotifier(channels(webhook={"url": server.url})), note([sample_alert()]))[0]
-        assert outcome.kind == DELIVERED
+        assert outcome.kind == base.DELIVERED
         assert server.requests[0].header("X-Pulse-Signature") is None
 
 
@@ -375,7 +367,7 @@ def test_pagerduty_triggers_then_resolves_by_fingerprint() -> None:
         firing = [sample_alert(fingerprint="fp-1"), sample_alert(fingerprint="fp-2", severity="low")]
         resolved = [sample_alert(fingerprint="fp-1", state="resolved")]
         outcomes = send_all(PagerDutyNotifier(config), note(firing), note(resolved, "resolved"))
-        assert [o.kind for o in outcomes] == [DELIVERED, DELIVERED]
+        assert [o.kind for o in outcomes] == [base.DELIVERED, base.DELIVERED]
         assert outcomes[0].meta == {"sent": 2}
         actions = [(e["event_action"], e["dedup_key"]) for e in server.events]
         assert actions == [("trigger", "fp-1"), ("trigger", "fp-2"), ("resolve", "fp-1")]
@@ -386,7 +378,7 @@ def test_pagerduty_bad_routing_key_is_permanent() -> None:
     with PagerDutyServer() as server:
         config = channels(pagerduty={"url": server.api_url, "routing_key": "not-the-key"})
         outcome = send_all(PagerDutyNotifier(config), note([sample_alert()]))[0]
-        assert outcome.kind == FAILED and "routing_key" in outcome.reason
+        assert outcome.kind == base.FAILED and "routing_key" in outcome.reason
         assert "not-the-key" not in outcome.reason
 
 
@@ -407,7 +399,7 @@ def test_alertmanager_receives_and_resolves_alerts(alertmanager: str) -> None:
         {**sample_alert(fingerprint="fp-1", labels={"route": "/orders"}), "starts_at": starts},
         {**sample_alert(fingerprint="fp-2", labels={"route": "/pay"}, severity="high"), "starts_at": starts},
     ]
-    assert send_all(notifier, note(firing))[0].kind == DELIVERED
+    assert send_all(notifier, note(firing))[0].kind == base.DELIVERED
     shown = httpx.get(f"{alertmanager}/api/v2/alerts").json()
     routes = sorted(a["labels"]["route"] for a in shown)
     assert routes == ["/orders", "/pay"]
@@ -420,7 +412,7 @@ def test_alertmanager_receives_and_resolves_alerts(alertmanager: str) -> None:
     ended = (now - timedelta(seconds=1)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     resolved = {**firing[0], "state": "resolved", "ends_at": ended}
     notifier = AlertmanagerNotifier(channels(alertmanager={"url": alertmanager}))
-    assert send_all(notifier, note([resolved], "resolved"))[0].kind == DELIVERED
+    assert send_all(notifier, note([resolved], "resolved"))[0].kind == base.DELIVERED
     still = httpx.get(f"{alertmanager}/api/v2/alerts", params={"active": "true"}).json()
     assert [a["labels"]["route"] for a in still] == ["/pay"]
 
@@ -428,7 +420,7 @@ def test_alertmanager_receives_and_resolves_alerts(alertmanager: str) -> None:
 def test_alertmanager_rejects_invalid_alerts_permanently(alertmanager: str) -> None:
     bad = {**sample_alert(), "starts_at": "not a time"}
     outcome = send_all(AlertmanagerNotifier(channels(alertmanager={"url": alertmanager})), note([bad]))[0]
-    assert outcome.kind == FAILED and "HTTP 400" in outcome.reason
+    assert outcome.kind == base.FAILED and "HTTP 400" in outcome.reason
 
 
 # Failure mapping, shared by the HTTP channels
@@ -459,7 +451,14 @@ def test_http_statuses_are_mapped(kind: str) -> None:
         server.answer(408, times=1)
         notifier = http_notifier(kind, server)
         got = send_all(notifier, *[note([sample_alert()])] * 6)
-        assert [o.kind for o in got] == [RETRY, RETRY, RETRY, FAILED, FAILED, RETRY]
+        assert [o.kind for o in got] == [
+            base.RETRY,
+            base.RETRY,
+            base.RETRY,
+            base.FAILED,
+            base.FAILED,
+            base.RETRY,
+        ]
         assert "HTTP 503: maintenance" in got[0].reason
         assert got[1].retry_after == 2.0
         assert got[2].retry_after is not None and 25 <= got[2].retry_after <= 31
@@ -476,7 +475,7 @@ def test_connection_refused_is_retried(kind: str) -> None:
     server = HttpServer()
     server.port = free_port()  # never started: nothing listens there
     outcome = send_all(http_notifier(kind, server), note([sample_alert()]))[0]
-    assert outcome.kind == RETRY and "Cannot connect" in outcome.reason
+    assert outcome.kind == base.RETRY and "Cannot connect" in outcome.reason
 
 
 def test_deliver_rides_out_an_outage_with_backoff() -> None:
@@ -494,7 +493,7 @@ def test_deliver_rides_out_an_outage_with_backoff() -> None:
 
         started = time.monotonic()
         outcome, attempts = asyncio.run(run())
-        assert outcome.kind == DELIVERED
+        assert outcome.kind == base.DELIVERED
         assert attempts >= 3 and time.monotonic() - started >= 0.6
         assert len(server.events) == 1
 
@@ -512,7 +511,7 @@ def test_deliver_gives_up_after_the_budget() -> None:
                 await notifier.close()
 
         outcome, attempts = asyncio.run(run())
-        assert (outcome.kind, attempts) == (FAILED, 4)
+        assert (outcome.kind, attempts) == (base.FAILED, 4)
         assert outcome.reason == "retry budget spent: webhook: HTTP 503"
         assert len(server.requests) == 4
 
@@ -556,7 +555,7 @@ def test_no_secret_reaches_reasons_or_logs(caplog: pytest.LogCaptureFixture) -> 
             for notifier in notifiers:
                 policy = RetryPolicy(initial_s=0.01, max_s=0.01, max_attempts=2)
                 outcomes.append(asyncio.run(_deliver_and_close(notifier, policy)))
-    assert [o.kind for o in outcomes] == [FAILED] * 5
+    assert [o.kind for o in outcomes] == [base.FAILED] * 5
     assert "slack_sdk" in caplog.text or "Sending a request" in caplog.text  # the SDK's own lines were seen
     text = caplog.text + "\n".join(o.reason for o in outcomes)
     for secret in (

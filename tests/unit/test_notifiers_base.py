@@ -11,11 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents.notifiers import CHANNELS, notifiers
+from agents.notifiers import CHANNELS, base, notifiers
 from agents.notifiers.base import (
-    DELIVERED,
-    FAILED,
-    RETRY,
     Notification,
     Notifier,
     Outcome,
@@ -31,15 +28,16 @@ from pipeline.config.settings import ChannelsConfig
 
 @pytest.mark.parametrize(
     ("status", "kind"),
-    [(200, DELIVERED), (201, DELIVERED), (202, DELIVERED), (204, DELIVERED), (408, RETRY), (429, RETRY),
-     (500, RETRY), (502, RETRY), (503, RETRY), (400, FAILED), (401, FAILED), (403, FAILED), (404, FAILED),
-     (410, FAILED), (422, FAILED)],
+    [(200, base.DELIVERED), (201, base.DELIVERED), (202, base.DELIVERED), (204, base.DELIVERED),
+     (408, base.RETRY), (429, base.RETRY), (500, base.RETRY), (502, base.RETRY), (503, base.RETRY),
+     (400, base.FAILED), (401, base.FAILED), (403, base.FAILED), (404, base.FAILED), (410, base.FAILED),
+     (422, base.FAILED)],
 )  # fmt: skip
 def test_classify_http(status: int, kind: str) -> None:
     outcome = classify_http(status, {}, "test")
     assert outcome.kind == kind
     assert outcome.meta == {"status": status}
-    assert outcome.reason == ("" if kind == DELIVERED else f"test: HTTP {status}")
+    assert outcome.reason == ("" if kind == base.DELIVERED else f"test: HTTP {status}")
 
 
 def test_classify_429_carries_retry_after() -> None:
@@ -111,35 +109,35 @@ def run_deliver(
 
 
 def test_deliver_returns_at_once_when_delivered() -> None:
-    outcome, attempts, fake = run_deliver([Outcome(DELIVERED, meta={"status": 200})], RetryPolicy())
-    assert (outcome.kind, attempts, fake.sleeps) == (DELIVERED, 1, [])
+    outcome, attempts, fake = run_deliver([Outcome(base.DELIVERED, meta={"status": 200})], RetryPolicy())
+    assert (outcome.kind, attempts, fake.sleeps) == (base.DELIVERED, 1, [])
 
 
 def test_deliver_stops_at_once_on_a_permanent_failure() -> None:
-    outcome, attempts, fake = run_deliver([Outcome(FAILED, "x: HTTP 403")], RetryPolicy())
-    assert (outcome.kind, outcome.reason, attempts, fake.sleeps) == (FAILED, "x: HTTP 403", 1, [])
+    outcome, attempts, fake = run_deliver([Outcome(base.FAILED, "x: HTTP 403")], RetryPolicy())
+    assert (outcome.kind, outcome.reason, attempts, fake.sleeps) == (base.FAILED, "x: HTTP 403", 1, [])
 
 
 def test_deliver_backs_off_exponentially_up_to_the_cap() -> None:
-    retry = Outcome(RETRY, "x: HTTP 503")
+    retry = Outcome(base.RETRY, "x: HTTP 503")
     policy = RetryPolicy(initial_s=1, max_s=10, multiplier=2, max_attempts=7, budget_s=1e9)
     outcome, attempts, fake = run_deliver([retry], policy, rand=1.0)
     assert fake.sleeps == [1, 2, 4, 8, 10, 10]
     assert attempts == 7
-    assert outcome.kind == FAILED
+    assert outcome.kind == base.FAILED
     assert outcome.reason == "retry budget spent: x: HTTP 503"
 
 
 def test_deliver_retries_until_delivered() -> None:
-    script = [Outcome(RETRY, "a"), Outcome(RETRY, "b"), Outcome(DELIVERED)]
+    script = [Outcome(base.RETRY, "a"), Outcome(base.RETRY, "b"), Outcome(base.DELIVERED)]
     outcome, attempts, fake = run_deliver(script, RetryPolicy(), rand=0.5)
-    assert (outcome.kind, attempts, fake.sleeps) == (DELIVERED, 3, [0.5, 1.0])
+    assert (outcome.kind, attempts, fake.sleeps) == (base.DELIVERED, 3, [0.5, 1.0])
 
 
 @given(st.floats(min_value=0.0, max_value=0.999999), st.integers(min_value=2, max_value=10))
 def test_deliver_jitter_stays_within_zero_and_the_ceiling(rand: float, attempts: int) -> None:
     policy = RetryPolicy(initial_s=0.5, max_s=30, multiplier=3, max_attempts=attempts, budget_s=1e9)
-    _, _, fake = run_deliver([Outcome(RETRY, "x")], policy, rand=rand)
+    _, _, fake = run_deliver([Outcome(base.RETRY, "x")], policy, rand=rand)
     for k, delay in enumerate(fake.sleeps):
         ceiling = min(30, 0.5 * 3**k)
         assert 0 <= delay <= ceiling
@@ -147,23 +145,23 @@ def test_deliver_jitter_stays_within_zero_and_the_ceiling(rand: float, attempts:
 
 
 def test_deliver_honours_retry_after_exactly() -> None:
-    script = [Outcome(RETRY, "x: HTTP 429", retry_after=7.0), Outcome(DELIVERED)]
+    script = [Outcome(base.RETRY, "x: HTTP 429", retry_after=7.0), Outcome(base.DELIVERED)]
     outcome, attempts, fake = run_deliver(script, RetryPolicy(initial_s=1, max_s=2), rand=0.0)
-    assert (outcome.kind, attempts, fake.sleeps) == (DELIVERED, 2, [7.0])
+    assert (outcome.kind, attempts, fake.sleeps) == (base.DELIVERED, 2, [7.0])
 
 
 def test_deliver_gives_up_when_the_time_budget_is_spent() -> None:
     policy = RetryPolicy(initial_s=10, max_s=10, multiplier=1, max_attempts=100, budget_s=35)
-    outcome, attempts, fake = run_deliver([Outcome(RETRY, "smtp: timeout")], policy, rand=1.0)
+    outcome, attempts, fake = run_deliver([Outcome(base.RETRY, "smtp: timeout")], policy, rand=1.0)
     assert fake.sleeps == [10, 10, 10]  # a fourth wait would end past 35 s
     assert attempts == 4
-    assert (outcome.kind, outcome.reason) == (FAILED, "retry budget spent: smtp: timeout")
+    assert (outcome.kind, outcome.reason) == (base.FAILED, "retry budget spent: smtp: timeout")
 
 
 def test_deliver_does_not_wait_for_a_retry_after_beyond_the_budget() -> None:
-    script = [Outcome(RETRY, "x: HTTP 429", retry_after=3600.0)]
+    script = [Outcome(base.RETRY, "x: HTTP 429", retry_after=3600.0)]
     outcome, attempts, fake = run_deliver(script, RetryPolicy(budget_s=600))
-    assert (outcome.kind, attempts, fake.sleeps) == (FAILED, 1, [])
+    assert (outcome.kind, attempts, fake.sleeps) == (base.FAILED, 1, [])
     assert outcome.retry_after is None
 
 
@@ -226,7 +224,7 @@ def test_redact_leaves_plain_text_alone() -> None:
 
 def test_deliver_log_lines_are_redacted(caplog: pytest.LogCaptureFixture) -> None:
     reason = "POST https://hooks.slack.com/services/T0/B0/hooksecret123: HTTP 503"
-    notifier = Scripted([Outcome(RETRY, reason), Outcome(DELIVERED)], SECRETS)
+    notifier = Scripted([Outcome(base.RETRY, reason), Outcome(base.DELIVERED)], SECRETS)
     with caplog.at_level(logging.DEBUG):
         run_deliver([], RetryPolicy(), notifier=notifier)
     assert "will be retried" in caplog.text
