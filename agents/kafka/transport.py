@@ -1,4 +1,4 @@
-"""Faust's Kafka transport with two fixes for the embedded Tansu broker, and broker security.
+"""Faust's Kafka transport with three fixes for the embedded Tansu broker, and broker security.
 
 Faust's consumer reads only the table changelogs (recovery and standbys); the hot path has its own
 reader (`agents.kafka.reader`). Both Tansu fixes apply to that changelog reading, and so does one fix of a
@@ -12,10 +12,16 @@ Faust recovery crash (`_Consumer.seek_wait`):
   Faust's table recovery reads changelogs up to ListOffsets' answer, so it would stop before the last
   batch and lose state. With `broker.verify_highwaters` (on for the embedded broker) every answer is
   checked by fetching from it and taking the fetch response's high-water mark.
+- Group leader's leave: Tansu (0.6) keeps a group's leader when that member leaves while the group is
+  re-forming, so every later join names the departed leader and no SyncGroup ever completes: the
+  whole group stays unassigned for good (the chaos test saw it: three workers unready for 90 s). On
+  the embedded broker the leader therefore does not send LeaveGroup when it stops
+  (`keep_leader_membership`); it leaves when its session expires, which Tansu handles.
 """
 
 from __future__ import annotations
 
+import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -29,16 +35,62 @@ from faust.types import TP
 
 from pipeline.config.settings import BrokerConfig, Config, secret_text
 
+log = logging.getLogger(__name__)
+
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """Tansu fix: the configured fetch wait (Faust has no setting for it; `_fetch_max_wait_ms` is private)."""
+    """Tansu fixes: the configured fetch wait (Faust has no setting for it; `_fetch_max_wait_ms` is
+    private), and a leader that does not leave the group on the embedded broker."""
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         wait = getattr(self.app, "fetch_max_wait_ms", None)
         if wait is not None:
             consumer._fetch_max_wait_ms = wait
+        if getattr(self.app, "leader_stays", False):
+            keep_leader_membership(consumer)
         return consumer
+
+
+def keep_leader_membership(consumer: Any) -> None:
+    """Make an aiokafka consumer skip LeaveGroup while it leads the group's current generation.
+
+    Tansu 0.6 wedges a group whose leader leaves while it re-forms (see the module's docstring); a
+    leader that simply stops is dropped when its session expires, and then Tansu elects another. The
+    cost: the leader's partitions move a session timeout later (6 s on the embedded broker). The
+    hooks are aiokafka's private `_coordinator`, `_perform_assignment` (called on the leader only) and
+    `_maybe_leave_group` (aiokafka 0.14), set when the consumer starts, since it builds its
+    coordinator then.
+    """
+    start = consumer.start
+
+    async def started() -> None:
+        await start()
+        coordinator = consumer._coordinator
+        if coordinator is None:  # no group (manual assignment): nothing to leave
+            return
+        led: list[int] = []
+        assign, leave = coordinator._perform_assignment, coordinator._maybe_leave_group
+
+        async def perform_assignment(response: Any) -> Any:
+            led[:] = [coordinator.generation]
+            return await assign(response)
+
+        async def maybe_leave_group() -> None:
+            if led == [coordinator.generation] and coordinator.generation > 0:
+                log.info(
+                    "not leaving the group as its leader (generation %d): the embedded broker would "
+                    "wedge it; the session expires instead",
+                    coordinator.generation,
+                )
+                coordinator.reset_generation()
+                return
+            await leave()
+
+        coordinator._perform_assignment = perform_assignment
+        coordinator._maybe_leave_group = maybe_leave_group
+
+    consumer.start = started
 
 
 class _Consumer(faust_aiokafka.Consumer):
@@ -139,11 +191,13 @@ class PromptTableManager(TableManager):
 
 
 class PulseFaustApp(faust.App):
-    """faust.App whose consumer uses the configured fetch wait and high-water check, and whose table
-    manager starts without Faust's fixed wait (`PromptTableManager`)."""
+    """faust.App whose consumer uses the configured fetch wait, high-water check and (on the embedded
+    broker) a leader that stays, and whose table manager starts without Faust's fixed wait
+    (`PromptTableManager`)."""
 
     fetch_max_wait_ms: int | None = None
     verify_highwaters: bool = False
+    leader_stays: bool = False
 
     def __init__(self, *args: Any, **options: Any) -> None:
         options.setdefault("TableManager", PromptTableManager)
@@ -155,6 +209,7 @@ class PulseFaustApp(faust.App):
         self.fetch_max_wait_ms = int(wait * 1000) if wait is not None else None
         verify = config.broker.verify_highwaters
         self.verify_highwaters = config.broker.embedded if verify is None else verify
+        self.leader_stays = config.broker.embedded
         self.client_security = client_security(config.broker)
 
     def _new_transport(self) -> Any:
