@@ -1,8 +1,9 @@
 """Faust's Kafka transport with three fixes for the embedded Tansu broker, and broker security.
 
 Faust's consumer reads only the table changelogs (recovery and standbys); the hot path has its own
-reader (`agents.kafka.reader`). Both Tansu fixes apply to that changelog reading, and so does one fix of a
-Faust recovery crash (`_Consumer.seek_wait`):
+reader (`agents.kafka.reader`). The first two Tansu fixes apply to that changelog reading, and so does
+one fix of a Faust recovery crash (`_Consumer.seek_wait`); the third is about the consumer's group
+membership:
 
 - Fetch wait: Faust asks the broker to hold an empty fetch for 1.5 s. Apache Kafka answers as soon
   as data arrives; Tansu holds the fetch for the full wait, which would add up to 1.5 s to every hop
