@@ -82,6 +82,12 @@ class PipelineMetrics:
         "pulse_cells_overlapped",
         "Stage-2 cells that had applied part of a partial's offset range (an exactness defect; see logs)",
     )
+    read_holes = counter(
+        "pulse_read_holes",
+        "Offsets the embedded broker skipped and the reader re-read, by outcome (refilled, accepted)",
+        "topic",
+        "outcome",
+    )
     cells_expired = counter("pulse_cells_expired", "Stage-2 pane cells dropped after their retention")
     replays = counter(
         "pulse_replays", "Input partitions re-read from their last recorded flush after an assignment"

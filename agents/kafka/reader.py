@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
+from agents.kafka import holes
 from agents.kafka.durable import REVOKE_GRACE_S, SHUTDOWN_GRACE_S, Crash, drain
 from agents.kafka.positions import Lifecycle, Phase, Position, moved, resolve
 from agents.kafka.transport import client_security
@@ -77,6 +78,13 @@ class Reader:
         """Wall time reading started after the last assignment (None while not reading)."""
         self.assigned_at = 0.0
         self.settle_s = settle_time(self.config.broker)
+        self.holes: holes.Holes | None = None
+        """Offsets re-read until they fill (the embedded broker only; see `agents.kafka.holes`)."""
+        if self.config.broker.embedded:
+            counter = stage1.metrics.read_holes
+            self.holes = holes.Holes(
+                lambda tp, outcome: counter.labels(cast(TopicPartition, tp).topic, outcome).inc()
+            )
         self.before_reading: Callable[[frozenset[int], Callable[[], bool]], Awaitable[None]] | None = None
         """Awaited once positioned, before reading starts (`pulse bench` holds several workers there
         until all hold their assignment); it gets the partitions and whether they are still current."""
@@ -228,7 +236,13 @@ class Reader:
         if not lifecycle.current(generation):
             return  # revoked while fetching: the next owner reads these
         partials = self.partials_name
+        pending, reread = self.holes, False
         for tp, records in batches.items():
+            if pending is not None and records:
+                kept = pending.take(tp, self.next[tp], records, time.monotonic())
+                if kept < len(records):
+                    consumer.seek(tp, records[kept - 1].offset + 1 if kept else self.next[tp])
+                    records, reread = records[:kept], True
             if not records:
                 continue
             self.next[tp] = records[-1].offset + 1
@@ -239,6 +253,8 @@ class Reader:
         await self.stage1.after_batch()
         if lifecycle.current(generation):  # (stage 1 may have waited for its deliveries)
             await self.stage2.after_batch()
+        if reread:
+            await asyncio.sleep(holes.RETRY_S)
 
     async def _position(self, consumer: AIOKafkaConsumer, generation: int) -> None:
         partitions = sorted(self.lifecycle.partitions)
@@ -254,6 +270,8 @@ class Reader:
         if not self.lifecycle.current(generation):
             return
         self.next.clear()
+        if self.holes is not None:
+            self.holes.forget()
         replays = 0
         for tp in tps:
             position = resolve(plans[tp], int(earliest.get(tp) or 0), _name(tp))
@@ -306,6 +324,8 @@ class Reader:
                 position = Position(start)
             consumer.seek(tp, position.offset)
             self.next[tp] = position.offset
+            if self.holes is not None:
+                self.holes.forget(tp)
             if tp.topic != self.partials_name:
                 self.stage1.moved(tp, position)
 

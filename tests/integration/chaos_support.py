@@ -459,7 +459,12 @@ def check_metrics(live: list[Member], events: Events, diffs: Diffs) -> dict[str,
     diffs.compare("http_requests_total", got_http, dict(want.http))
     got_orders = {k: int(v) for k, v in by_label(summed, "orders_total", "status", "user_role").items()}
     diffs.compare("orders_total", got_orders, dict(want.orders))
-    own = ("pulse_replays_total", "pulse_cells_skipped_total", "pulse_cells_overlapped_total")
+    own = (
+        "pulse_replays_total",
+        "pulse_cells_skipped_total",
+        "pulse_cells_overlapped_total",
+        "pulse_read_holes_total",
+    )
     return {name: sum(v for (n, _), v in summed.items() if n == name) for name in own}
 
 
