@@ -58,13 +58,15 @@ class Holes:
         """
         position = expected
         # Offsets only increase, so first and last tell whether the batch is whole (nearly always).
-        whole = records[0].offset == expected and records[-1].offset == expected + len(records) - 1
-        for index, record in enumerate(() if whole else records):
+        if records[0].offset == expected and records[-1].offset == expected + len(records) - 1:
+            self._reached(tp, expected + len(records))
+            return len(records)
+        for index, record in enumerate(records):
             if record.offset == position:
                 position += 1
                 continue
-            waiting = self.pending.get(tp)
-            if waiting is not None and waiting[0] == position and now - waiting[1] >= self.wait_s:
+            waiting = self._reached(tp, position)
+            if waiting is not None and now - waiting >= self.wait_s:
                 log.warning(
                     "%s: offsets %d-%d were still missing after %.0fs of re-reading; going on without "
                     "them (the broker lost them)",
@@ -77,21 +79,26 @@ class Holes:
                 self.counted(tp, ACCEPTED)
                 position = record.offset + 1
                 continue
-            if waiting is not None and waiting[0] < position:  # the last hole filled; this is another
-                self.counted(tp, REFILLED)
-            if waiting is None or waiting[0] != position:
+            if waiting is None:
                 log.info(
                     "%s: offset %d is not readable yet but %d is; re-reading", tp, position, record.offset
                 )
                 self.pending[tp] = (position, now)
             return index
-        if whole:
-            position = expected + len(records)
+        self._reached(tp, position)
+        return len(records)
+
+    def _reached(self, tp: Hashable, position: int) -> float | None:
+        """Reading got to `position`: a hole before it has filled (counted, dropped). Returns since when
+        the reader has waited for a hole at `position` itself (None if it has not)."""
         waiting = self.pending.get(tp)
-        if waiting is not None and waiting[0] < position:
+        if waiting is None:
+            return None
+        if waiting[0] < position:
             del self.pending[tp]
             self.counted(tp, REFILLED)
-        return len(records)
+            return None
+        return waiting[1] if waiting[0] == position else None
 
     def forget(self, tp: Hashable | None = None) -> None:
         """The partition (or every partition) was positioned anew: its hole no longer matters."""
