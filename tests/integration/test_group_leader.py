@@ -20,6 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from agents.kafka.transport import keep_leader_membership
 from tests.support.cluster import unique
+from tests.support.waits import wait_until_async
 
 pytestmark = pytest.mark.integration
 
@@ -46,18 +47,15 @@ async def _poll_until(consumers: list[AIOKafkaConsumer], done: Any, within: floa
     Group membership runs in aiokafka's background tasks, so nothing is fetched here (`getmany` of an
     unassigned consumer waits for an assignment).
     """
-    deadline = time.monotonic() + within
-    while not done():
-        if time.monotonic() > deadline:
-            seen = [
-                (sorted(tp.partition for tp in c.assignment()), getattr(c._coordinator, "generation", None))
-                for c in consumers
-            ]
-            raise AssertionError(
-                f"timed out after {within:g}s waiting for {what}; "
-                f"(partitions, generation) per consumer: {seen}"
-            )
-        await asyncio.sleep(0.05)
+
+    def held() -> str:
+        seen = [
+            (sorted(tp.partition for tp in c.assignment()), getattr(c._coordinator, "generation", None))
+            for c in consumers
+        ]
+        return f"(partitions, generation) per consumer: {seen}"
+
+    await wait_until_async(done, within, what, context=held)
 
 
 async def _scenario(bootstrap: str) -> float:

@@ -11,8 +11,6 @@ the hole as refilled. The pure logic (`agents.kafka.holes`) has its unit tests; 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -25,6 +23,7 @@ from agents.kafka.reader import Reader
 from agents.telemetry import PipelineMetrics
 from pipeline.config.settings import BrokerConfig, Config
 from tests.support.cluster import unique
+from tests.support.waits import wait_until_async
 
 pytestmark = pytest.mark.integration
 
@@ -64,14 +63,6 @@ class PartialsTaker(Taker):
         return partials_plan(None)
 
 
-async def _wait(done: Callable[[], bool], within: float, what: str, seen: Callable[[], object]) -> None:
-    deadline = time.monotonic() + within
-    while not done():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within:g}s waiting for {what}; saw {seen()}")
-        await asyncio.sleep(0.02)
-
-
 async def _produce(producer: AIOKafkaProducer, topic: str, count: int) -> None:
     futures = [await producer.send(topic, b"x", partition=0) for _ in range(count)]
     await asyncio.gather(*futures)
@@ -101,11 +92,13 @@ async def _scenario(bootstrap: str) -> tuple[list[int], dict[str, float]]:
         reader.on_assigned(1, frozenset({0}))
         reader.on_recovered(1)
         await _produce(producer, events, 20)
-        await _wait(lambda: len(stage1.taken) >= 20, 30, "offsets 0-19 read", lambda: stage1.taken)
+        await wait_until_async(lambda: stage1.taken, 30, "offsets 0-19 read", until=lambda t: len(t) >= 20)
         # What the race looks like to the reader: it expects 15, the broker's next batch starts at 20.
         reader.next[TopicPartition(events, 0)] = 15
         await _produce(producer, events, 10)
-        await _wait(lambda: stage1.taken[-1:] == [29], 30, "offset 29 read", lambda: stage1.taken[20:])
+        await wait_until_async(
+            lambda: stage1.taken[20:], 30, "offset 29 read", until=lambda t: t[-1:] == [29]
+        )
     finally:
         await producer.stop()
         await reader.stop()
