@@ -232,14 +232,23 @@ def simulate(scenario: str, rate: float, duration: float, seed: int | None, quie
     help="runs (and alert-latency rounds); medians reported",
 )
 @click.option("--partitions", type=int, default=4, show_default=True)
-def bench(events: int, envelope: int, repeat: int, partitions: int) -> None:
+@click.option(
+    "--scale-events",
+    type=int,
+    default=600_000,
+    show_default=True,
+    help="events of the scale-out runs (one worker, then two)",
+)
+def bench(events: int, envelope: int, repeat: int, partitions: int, scale_events: int) -> None:
     """Measure throughput against the raw-consumer ceiling and the bare-Faust floor, and alert latency."""
     from pipeline.tools.bench.suite import BenchSettings, run, table
 
-    if events < 1000 or envelope < 1 or repeat < 1:
-        raise click.BadParameter("need --events >= 1000, --envelope >= 1, --repeat >= 1")
+    if events < 1000 or scale_events < 1000 or envelope < 1 or repeat < 1:
+        raise click.BadParameter(
+            "need --events >= 1000, --scale-events >= 1000, --envelope >= 1, --repeat >= 1"
+        )
     result = run(
-        BenchSettings(events, envelope, repeat, partitions),
+        BenchSettings(events, envelope, repeat, partitions, scale_events),
         echo=lambda s: click.echo(s, err=True),
     )
     click.echo(table(result))

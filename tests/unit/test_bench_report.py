@@ -16,7 +16,8 @@ RESULT = {
     "faust_floor_eps": 11_737,
     "pipeline_single_eps": 151_505,
     "pipeline_envelope_eps": 291_772,
-    "workers2_single_eps": 240_311,
+    "workers1_single_eps": 163_470,
+    "workers2_single_eps": 259_311,
     "quix_eps": 41_454,
     "bytewax_eps": 98_725,
     "single_vs_floor": 12.908,
@@ -24,6 +25,7 @@ RESULT = {
     "single_vs_bytewax": 1.535,
     "envelope_vs_ceiling": 0.646,
     "workers2_vs_single": 1.586,
+    "scale_events": 600_000,
     "peak_rss_mb": 179.0,
     "alert_latency_s": 0.92,
     "alert_latency_max_s": 1.04,
@@ -37,13 +39,24 @@ RESULT = {
 
 def test_the_table_shows_every_figure_ratio_and_the_alert_latency() -> None:
     text = table(RESULT)
-    for figure in ("452,000", "1,435,703", "11,737", "151,505", "291,772", "240,311", "41,454", "98,725"):
+    for figure in (
+        "452,000",
+        "1,435,703",
+        "11,737",
+        "151,505",
+        "291,772",
+        "163,470",
+        "259,311",
+        "41,454",
+        "98,725",
+    ):
         assert figure in text
     assert "179.0 MB (target <= 250)" in text
     assert "12.91 x floor (target >= 10)" in text
     assert "3.65 x Quix (target >= 3)" in text
     assert "1.53 x Bytewax (target >= 1.2)" in text
     assert "0.65 x 1 event/msg ceiling (target >= 0.6)" in text
+    assert "scale-out (600000 events): 2 workers, 1 event/msg" in text
     assert "1.59 x 1 worker (target >= 1.5)" in text
     assert "median 0.92s, max 1.04s (target: median <= 1.2s)" in text
     assert "median of 3 runs, 4 partitions, x86_64, 2 cpu" in text

@@ -8,8 +8,12 @@ requests, orders and errors), published twice: one event per message, and in env
 - faust_floor_eps: a Faust agent that does nothing per event, on the single-event messages;
 - pipeline_single_eps / pipeline_envelope_eps: the full pipeline (both stages) until stage 2 holds
   every event;
-- workers2_single_eps: two pipeline workers on the single-event messages, timed from the moment both
-  hold their assignment (a join barrier) until the sum of their totals reaches the published count;
+- workers1_single_eps / workers2_single_eps: scale-out, one and then two pipeline workers of one group
+  on a larger set of single-event messages (`--scale-events`), each timed the same way: from the
+  moment every worker holds its assignment (a join barrier) until the sum of their totals reaches the
+  published count. Their ratio compares like with like: the same clock, the same messages, and
+  windows of several seconds, so that the fixed tail of a run (the last flush and its delivery) does
+  not decide the ratio;
 - quix_eps / bytewax_eps: the peers, a tumbling 60 s count on the same single-event messages (a Quix
   Streams application and a Bytewax dataflow, run from their own virtual environment: `make bench`);
 - peak_rss_mb: the pipeline worker's peak resident memory;
@@ -53,6 +57,7 @@ class BenchSettings:
     envelope: int
     repeat: int
     partitions: int
+    scale_events: int
     seed: int = 7
 
 
@@ -255,12 +260,15 @@ def run(settings: BenchSettings, echo: Any = print) -> dict[str, Any]:
     """Run the whole benchmark and return the figures."""
     with EmbeddedBroker() as broker:
         events = make_events(settings.events, settings.seed)
-        single, env = f"bench{os.getpid()}s.", f"bench{os.getpid()}e."
+        single, env, scale = (f"bench{os.getpid()}{kind}." for kind in "sew")
         os.environ["PULSE_PARTITIONS"] = str(settings.partitions)
-        asyncio.run(_create(broker, single, env, settings.partitions))
+        asyncio.run(_create(broker, (single, env, scale), settings.partitions))
         n_single = asyncio.run(publish(broker.bootstrap, single, events, 1))
         n_env = asyncio.run(publish(broker.bootstrap, env, events, settings.envelope))
         echo(f"published {settings.events} events: {n_single} messages and {n_env} envelopes")
+        scale_set = make_events(settings.scale_events, settings.seed)
+        asyncio.run(publish(broker.bootstrap, scale, scale_set, 1))
+        echo(f"published {settings.scale_events} events for scale-out, one per message")
         topics_single = [single + TOPIC_OF_TYPE[k] for k in TYPES]
         topics_env = [env + TOPIC_OF_TYPE[k] for k in TYPES]
         runs: dict[str, list[float]] = {k: [] for k in _KEYS}
@@ -282,7 +290,10 @@ def run(settings: BenchSettings, echo: Any = print) -> dict[str, Any]:
             many = run_consumer("pipeline", broker, env, settings.events, f"e{i}")
             runs["pipeline_envelope_eps"].append(many["eps"])
             rss.extend((one["peak_rss_mb"], many["peak_rss_mb"]))
-            runs["workers2_single_eps"].append(run_workers(broker, single, settings.events, f"{i}"))
+            for workers in (1, 2):
+                runs[f"workers{workers}_single_eps"].append(
+                    run_workers(broker, scale, settings.scale_events, f"{workers}-{i}", workers)
+                )
             if peers_missing is None:
                 for peer in ("quix", "bytewax"):
                     runs[f"{peer}_eps"].append(
@@ -303,11 +314,12 @@ def run(settings: BenchSettings, echo: Any = print) -> dict[str, Any]:
     result["peak_rss_mb"] = max(rss)
     result["single_vs_floor"] = _median_ratio(runs["pipeline_single_eps"], runs["faust_floor_eps"])
     result["envelope_vs_ceiling"] = _median_ratio(runs["pipeline_envelope_eps"], runs["ceiling_eps"])
-    result["workers2_vs_single"] = _median_ratio(runs["workers2_single_eps"], runs["pipeline_single_eps"])
+    result["workers2_vs_single"] = _median_ratio(runs["workers2_single_eps"], runs["workers1_single_eps"])
     result["single_vs_quix"] = _median_ratio(runs["pipeline_single_eps"], runs["quix_eps"])
     result["single_vs_bytewax"] = _median_ratio(runs["pipeline_single_eps"], runs["bytewax_eps"])
     result["targets_met"] = targets_met(result)
     result["events"] = settings.events
+    result["scale_events"] = settings.scale_events
     result["envelope"] = settings.envelope
     result["repeat"] = settings.repeat
     result["partitions"] = settings.partitions
@@ -321,6 +333,7 @@ _KEYS = (
     "faust_floor_eps",
     "pipeline_single_eps",
     "pipeline_envelope_eps",
+    "workers1_single_eps",
     "workers2_single_eps",
     "quix_eps",
     "bytewax_eps",
@@ -350,14 +363,14 @@ def targets_met(result: dict[str, Any]) -> bool:
     return ratios and result["peak_rss_mb"] <= MAX_RSS_MB and result["alert_latency_s"] <= MAX_ALERT_LATENCY_S
 
 
-async def _create(broker: EmbeddedBroker, single: str, env: str, partitions: int) -> None:
+async def _create(broker: EmbeddedBroker, prefixes: tuple[str, ...], partitions: int) -> None:
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
     await admin.start()
     try:
         await admin.create_topics(
-            [NewTopic(p + t, partitions, 1) for p in (single, env) for t in TOPIC_OF_TYPE.values()]
+            [NewTopic(p + t, partitions, 1) for p in prefixes for t in TOPIC_OF_TYPE.values()]
         )
     finally:
         await admin.close()
@@ -394,7 +407,12 @@ def table(result: dict[str, Any]) -> str:
             ratio("envelope_vs_ceiling", "1 event/msg ceiling"),
         ),
         (
-            "pipeline, 2 workers, 1 event/msg",
+            f"scale-out ({result['scale_events']} events): 1 worker, 1 event/msg",
+            result.get("workers1_single_eps"),
+            "",
+        ),
+        (
+            f"scale-out ({result['scale_events']} events): 2 workers, 1 event/msg",
             result.get("workers2_single_eps"),
             ratio("workers2_vs_single", "1 worker"),
         ),
