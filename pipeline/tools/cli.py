@@ -237,7 +237,7 @@ def simulate(scenario: str, rate: float, duration: float, seed: int | None, quie
     type=int,
     default=600_000,
     show_default=True,
-    help="events of the scale-out runs (one worker, then two)",
+    help="events of the larger set: raw ceilings, envelopes and scale-out",
 )
 def bench(events: int, envelope: int, repeat: int, partitions: int, scale_events: int) -> None:
     """Measure throughput against the raw-consumer ceiling and the bare-Faust floor, and alert latency."""

@@ -57,9 +57,11 @@ def test_the_table_shows_every_figure_ratio_and_the_alert_latency() -> None:
     assert "1.53 x Bytewax (target >= 1.2)" in text
     assert "0.65 x 1 event/msg ceiling (target >= 0.6)" in text
     assert "scale-out (600000 events): 2 workers, 1 event/msg" in text
+    assert "pipeline, envelopes of 100 (600000 events)" in text
+    assert "raw ceiling (getmany + orjson), 1 event/msg (600000 events)" in text
     assert "1.59 x 1 worker (target >= 1.5)" in text
     assert "median 0.92s, max 1.04s (target: median <= 1.2s)" in text
-    assert "median of 3 runs, 4 partitions, x86_64, 2 cpu" in text
+    assert "200000 events where no count is shown, median of 3 runs, 4 partitions, x86_64, 2 cpu" in text
     assert targets_met(RESULT)
 
 
