@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
+import numpy as np
 import orjson
 
 from pipeline.ingest.guard import LabelGuard
@@ -152,6 +153,59 @@ class Users:
             period(parts, USERS, day)["xa"] = sketch_of(ids)
 
 
+VECTOR_MIN: Final = 64
+"""From this many durations in one group, `_latencies` (numpy) sums and bins them; below it the plain
+loop is faster. Both give the same figures, bin for bin."""
+_BUCKET_EDGES: Final = np.array(_BUCKETS_MS)
+Latencies = tuple[int, list[int], dict[int, int], int]
+_LARGEST_VECTOR_SUM_MS: Final = 9e15
+"""From this sum of absolute durations on, the fixed-point sum could overflow int64 (9.2e18 µs): the
+plain loop (Python's unbounded ints) sums such a group."""
+_NEAR_EDGE: Final = 1e-6
+"""numpy's log may differ from math.log by a few ulps (its SIMD log is not correctly rounded); a value
+whose log * INV_LOG_GAMMA lies this close to a whole number is binned again with math.log, so that the
+bin is exactly the one `bin_of` gives (every scaled log of a finite double is below 36,000 in size, where
+an ulp is under 1e-11)."""
+
+
+def _latencies(durations: list[float]) -> Latencies:
+    """What `_plain_latencies` returns, vectorized with numpy: the same figures, bin for bin."""
+    values = np.array(durations, dtype=np.float64)
+    if not float(np.abs(values).sum()) < _LARGEST_VECTOR_SUM_MS:  # (also NaN or infinities)
+        return _plain_latencies(durations)
+    micros = int(np.rint(values * 1000.0).astype(np.int64).sum())  # rint: half-even, as round()
+    buckets = np.bincount(np.searchsorted(_BUCKET_EDGES, values, side="left"), minlength=len(_BUCKETS_MS) + 1)
+    positive = values[values > MIN_VALUE]
+    scaled = np.log(positive) * INV_LOG_GAMMA
+    index = np.ceil(scaled)
+    for at in np.flatnonzero(np.abs(scaled - np.rint(scaled)) < _NEAR_EDGE).tolist():
+        index[at] = math.ceil(math.log(float(positive[at])) * INV_LOG_GAMMA)
+    keys, counts = np.unique(index.astype(np.int64), return_counts=True)
+    bins = dict(zip(keys.tolist(), counts.tolist(), strict=True))
+    return micros, buckets.tolist(), bins, len(durations) - len(positive)
+
+
+def _plain_latencies(durations: list[float]) -> Latencies:
+    """(sum in microseconds, histogram bucket counts, sketch bins, zero-bin count) of a group's
+    durations, one by one."""
+    micros = zeros = 0
+    buckets = [0] * (len(_BUCKETS_MS) + 1)
+    bins: dict[int, int] = {}
+    log, ceil, k = math.log, math.ceil, INV_LOG_GAMMA
+    for d in durations:
+        try:
+            micros += round(d * 1000)
+        except OverflowError:  # d * 1000 is infinite: d > 1.7e305 is a whole number
+            micros += int(d) * 1000
+        buckets[bisect_left(_BUCKETS_MS, d)] += 1
+        if d > MIN_VALUE:
+            i = ceil(log(d) * k)
+            bins[i] = bins.get(i, 0) + 1
+        else:
+            zeros += 1
+    return micros, buckets, bins, zeros
+
+
 class RequestAcc:
     """Request events: durations grouped by (pane, late, service, method, route, status)."""
 
@@ -188,25 +242,10 @@ class RequestAcc:
     def parts(self, ctx: FlushContext) -> Parts:
         """Roll the buffer up into http, route, global request and users series."""
         parts: Parts = {}
-        log, ceil, k = math.log, math.ceil, INV_LOG_GAMMA
         admit = ctx.guard.admit
         for (start, late, service, method, route, status), durations in self.groups.items():
             n = len(durations)
-            micros = 0
-            buckets = [0] * (len(_BUCKETS_MS) + 1)
-            bins: dict[int, int] = {}
-            zeros = 0
-            for d in durations:
-                try:
-                    micros += round(d * 1000)
-                except OverflowError:  # d * 1000 is infinite: d > 1.7e305 is a whole number
-                    micros += int(d) * 1000
-                buckets[bisect_left(_BUCKETS_MS, d)] += 1
-                if d > MIN_VALUE:
-                    i = ceil(log(d) * k)
-                    bins[i] = bins.get(i, 0) + 1
-                else:
-                    zeros += 1
+            micros, buckets, bins, zeros = (_latencies if n >= VECTOR_MIN else _plain_latencies)(durations)
             route = admit("route", route, n)
             service = admit("service", service, n)
             method = admit("method", method.upper(), n)

@@ -619,3 +619,81 @@ def test_prometheus_histogram_is_cumulative_and_ends_with_count() -> None:
     sums = [value for suffix, lab, value in hist.samples if suffix == "_sum" and lab == labels]
     assert sums == [pytest.approx(22.35)]
     assert ("", labels, 5) in families["http_requests_total"].samples
+
+
+# -- the vectorized latencies (numpy) give exactly what the plain loop gives ---------------------------
+
+
+def _edge_values() -> list[float]:
+    """Durations on and next to every bin edge of the sketch (gamma ** i), every histogram bucket edge,
+    the zero bin's edge and the halfway points of the fixed-point rounding."""
+    from pipeline.sketches.quantiles import GAMMA
+
+    values: list[float] = [0.0, -1.0, MIN_VALUE, 0.0005, 0.0015, 2.5e-3, 1.0005, 12.3455]
+    values += [b * 1000 for b in SEED_BUCKETS_S]
+    values += [GAMMA**i for i in range(-700, 1100, 7)]
+    return [v2 for v in values for v2 in (math.nextafter(v, -math.inf), v, math.nextafter(v, math.inf))]
+
+
+def _same_latencies(durations: list[float]) -> None:
+    from pipeline.ingest.preagg import _latencies, _plain_latencies
+
+    assert _latencies(durations) == _plain_latencies(durations)
+
+
+def test_vectorized_latencies_match_the_plain_loop_on_every_edge() -> None:
+    values = _edge_values()
+    _same_latencies(values)
+    for i in range(0, len(values), 48):
+        _same_latencies(values[i : i + 48])
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(min_value=0, max_value=1e7, allow_nan=False),
+            st.floats(min_value=1e-9, max_value=1e-3),
+            st.integers(min_value=0, max_value=10**9).map(float),
+            st.sampled_from(_edge_values()),
+        ),
+        min_size=1,
+        max_size=300,
+    )
+)
+def test_vectorized_latencies_match_the_plain_loop(durations: list[float]) -> None:
+    _same_latencies(durations)
+
+
+def test_vectorized_latencies_leave_sums_too_large_for_int64_to_the_plain_loop() -> None:
+    _same_latencies([1e15, 1e15, 1e300, 5.0] * 20)
+    _same_latencies([9e13] * 200)
+
+
+def test_large_groups_flush_the_same_parts_as_small_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A group of VECTOR_MIN or more durations takes the numpy path: its parts are those of the same
+    events flushed through the plain loop."""
+    from pipeline.ingest import preagg
+
+    rng = random.Random(11)
+    events = [
+        from_dict(
+            "request",
+            {
+                "service": "api",
+                "method": "GET",
+                "route": "/a",
+                "status_code": 200,
+                "duration_ms": round(rng.lognormvariate(4.4, 0.6), 3),
+                "ts": BASE,
+            },
+        )
+        for _ in range(5 * preagg.VECTOR_MIN)
+    ]
+    results = []
+    for vector_min in (preagg.VECTOR_MIN, 10**9):  # numpy, then the plain loop
+        monkeypatch.setattr(preagg, "VECTOR_MIN", vector_min)
+        acc = RequestAcc()
+        for event in events:
+            acc.add(event, BASE, False, BASE)  # type: ignore[arg-type]
+        results.append(acc.parts(context()))
+    assert results[0] == results[1]
