@@ -27,8 +27,10 @@ lint: install
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/vulture
 
+# The unit tests on both cores first (they share nothing), then the broker and process tests one at a time.
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 tests/unit
+	$(BIN)/pytest tests/integration tests/e2e
 
 # The unit tests only (no broker, no processes), on both cores (pytest-xdist): under a minute.
 test-fast: install
