@@ -2,7 +2,8 @@
 
 `agents.stages.ingest.Stage1` runs `buffer_records` on every batch it reads; `pipeline.tools.fuzz`
 runs the very same function on records it makes up. A record is anything with `.offset`, `.value`,
-`.key` and `.timestamp` (an aiokafka ConsumerRecord in the worker).
+`.key` and `.timestamp` (in the worker, the record aiokafka's fetcher decoded: see
+`agents.kafka.reader._records_as_fetched`).
 
 The hot path decodes and validates each message into typed events with one msgspec call
 (`schemas.typed.fast_decoder`) and adds them to the partition's accumulator (`pipeline.ingest.preagg`).
