@@ -62,12 +62,12 @@ _consumer_record = PartitionRecords._consumer_record
 
 
 def _records_as_fetched(self: Any, tp: TopicPartition, record: Any) -> Any:
-    """aiokafka builds a `ConsumerRecord` (eleven fields and a headers tuple) around every fetched record:
-    about a quarter of the reader's own time per message, for fields the hot path never reads. For the
-    reader's consumer (marked by `keep_record`) the record the fetch decoded is handed over as it is: it
-    has the `offset`, `key`, `value` and `timestamp` that stage 1 and stage 2 read. Every other consumer
-    of the process (Faust's) still gets `ConsumerRecord`s; if this override were missing, the reader
-    would still work, with `ConsumerRecord`s."""
+    """aiokafka builds a `ConsumerRecord` (eleven fields and a headers tuple) around every fetched record,
+    for fields the hot path never reads; without it, one event per message ran about 20% faster (median
+    of 8 interleaved A/B pairs). For the reader's consumer (marked by `keep_record`) the record the fetch
+    decoded is handed over as it is: it has the `offset`, `key`, `value` and `timestamp` that stage 1 and
+    stage 2 read. Every other consumer of the process (Faust's) still gets `ConsumerRecord`s; if this
+    override were missing, the reader would still work, with `ConsumerRecord`s."""
     if self._value_deserializer is keep_record:
         return record
     return _consumer_record(self, tp, record)
