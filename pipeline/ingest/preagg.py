@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
+from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 import numpy as np
@@ -50,6 +51,11 @@ month (and the month's end) exist in every time zone; a later one would overflow
 
 Part = dict[str, Any]
 Parts = dict[str, Part]
+
+
+def _pair() -> list[int]:
+    """A fresh pair of counters."""
+    return [0, 0]
 
 
 @dataclass
@@ -111,34 +117,23 @@ def _micros(amounts: list[Any]) -> int:
         return sum(int(a) * MICRO if math.isinf(a * MICRO) else round(a * MICRO) for a in amounts)
 
 
+@dataclass(slots=True)
 class Users:
     """Distinct users seen by one accumulator, per pane and per calendar day."""
 
-    __slots__ = ("active", "converting", "days")
-
-    def __init__(self) -> None:
-        self.active: dict[int, set[str]] = {}
-        self.converting: dict[int, set[str]] = {}
-        self.days: dict[int, set[str]] = {}
-        """Minute -> users, for the calendar (late events included)."""
+    active: defaultdict[int, set[str]] = field(default_factory=lambda: defaultdict(set))
+    converting: defaultdict[int, set[str]] = field(default_factory=lambda: defaultdict(set))
+    days: defaultdict[int, set[str]] = field(default_factory=lambda: defaultdict(set))
+    """Minute -> users, for the calendar (late events included)."""
 
     def see(self, user: Any, start: int, late: bool, ts_minute: int, converts: bool = False) -> None:
         """Record one user's activity."""
         uid = user if type(user) is str else str(user)
         if not late:
-            bucket = self.active.get(start)
-            if bucket is None:
-                bucket = self.active[start] = set()
-            bucket.add(uid)
+            self.active[start].add(uid)
             if converts:
-                conv = self.converting.get(start)
-                if conv is None:
-                    conv = self.converting[start] = set()
-                conv.add(uid)
-        day = self.days.get(ts_minute)
-        if day is None:
-            day = self.days[ts_minute] = set()
-        day.add(uid)
+                self.converting[start].add(uid)
+        self.days[ts_minute].add(uid)
 
     def parts(self, parts: Parts, ctx: FlushContext) -> None:
         """Add the users series' sketches to the parts."""
@@ -206,38 +201,26 @@ def _plain_latencies(durations: list[float]) -> Latencies:
     return micros, buckets, bins, zeros
 
 
+@dataclass(slots=True)
 class RequestAcc:
     """Request events: durations grouped by (pane, late, service, method, route, status)."""
 
-    __slots__ = ("groups", "users")
-
-    def __init__(self) -> None:
-        self.groups: dict[tuple[Any, ...], list[float]] = {}
-        self.users = Users()
+    groups: defaultdict[tuple[Any, ...], list[float]] = field(default_factory=lambda: defaultdict(list))
+    users: Users = field(default_factory=Users)
 
     def add(self, event: RequestEvent, start: int, late: bool, ts: int) -> None:
         """Buffer one validated request event."""
-        key = (start, late, event.service, event.method, event.route, event.status_code)
-        group = self.groups.get(key)
-        if group is None:
-            self.groups[key] = [event.duration_ms]
-        else:
-            group.append(event.duration_ms)
+        self.groups[start, late, event.service, event.method, event.route, event.status_code].append(
+            event.duration_ms
+        )
         user = event.user_id
         if user is not None:
             # Users.see, inlined: requests are most events, and most carry a user.
             users = self.users
             uid = user if type(user) is str else str(user)
             if not late:
-                bucket = users.active.get(start)
-                if bucket is None:
-                    bucket = users.active[start] = set()
-                bucket.add(uid)
-            minute = ts - ts % 60_000
-            day = users.days.get(minute)
-            if day is None:
-                day = users.days[minute] = set()
-            day.add(uid)
+                users.active[start].add(uid)
+            users.days[ts - ts % 60_000].add(uid)
 
     def parts(self, ctx: FlushContext) -> Parts:
         """Roll the buffer up into http, route, global request and users series."""
@@ -262,18 +245,15 @@ class RequestAcc:
         return parts
 
 
+@dataclass(slots=True)
 class ErrorAcc:
     """Error events: counts by (pane, late, service, route, error code)."""
 
-    __slots__ = ("groups",)
-
-    def __init__(self) -> None:
-        self.groups: dict[tuple[Any, ...], int] = {}
+    groups: defaultdict[tuple[Any, ...], int] = field(default_factory=lambda: defaultdict(int))
 
     def add(self, event: ErrorEvent, start: int, late: bool, ts: int) -> None:
         """Buffer one validated error event."""
-        key = (start, late, event.service, event.route, event.error_code)
-        self.groups[key] = self.groups.get(key, 0) + 1
+        self.groups[start, late, event.service, event.route, event.error_code] += 1
 
     def parts(self, ctx: FlushContext) -> Parts:
         """Roll the buffer up into errors-by-endpoint and errors-by-code series."""
@@ -289,25 +269,20 @@ class ErrorAcc:
         return parts
 
 
+@dataclass(slots=True)
 class OrderAcc:
     """Order events: amounts grouped by (pane, late, minute, status, user_role, currency, payment method)."""
 
-    __slots__ = ("groups", "users")
-
-    def __init__(self) -> None:
-        self.groups: dict[tuple[Any, ...], list[float]] = {}
-        self.users = Users()
+    groups: defaultdict[tuple[Any, ...], list[float]] = field(default_factory=lambda: defaultdict(list))
+    users: Users = field(default_factory=Users)
 
     def add(self, event: OrderEvent, start: int, late: bool, ts: int) -> None:
         """Buffer one validated order event."""
         status = event.status
         minute = ts - ts % 60_000
-        key = (start, late, minute, status, event.user_role, event.currency, event.payment_method)
-        group = self.groups.get(key)
-        if group is None:
-            self.groups[key] = [event.amount]
-        else:
-            group.append(event.amount)
+        self.groups[
+            start, late, minute, status, event.user_role, event.currency, event.payment_method
+        ].append(event.amount)
         converts = status == "created" or status == "confirmed"
         self.users.see(event.user_id, start, late, minute, converts)
 
@@ -341,22 +316,17 @@ class OrderAcc:
         return parts
 
 
+@dataclass(slots=True)
 class UserAcc:
     """User events: registrations and activity."""
 
-    __slots__ = ("counts", "users")
-
-    def __init__(self) -> None:
-        self.counts: dict[tuple[int, bool, int], list[int]] = {}
-        self.users = Users()
+    counts: defaultdict[tuple[int, bool, int], list[int]] = field(default_factory=lambda: defaultdict(_pair))
+    users: Users = field(default_factory=Users)
 
     def add(self, event: UserEvent, start: int, late: bool, ts: int) -> None:
         """Buffer one validated user event."""
         minute = ts - ts % 60_000
-        key = (start, late, minute)
-        count = self.counts.get(key)
-        if count is None:
-            count = self.counts[key] = [0, 0]
+        count = self.counts[start, late, minute]
         count[0] += 1
         if event.action == "registered":
             count[1] += 1
@@ -373,14 +343,12 @@ class UserAcc:
         return parts
 
 
+@dataclass(slots=True)
 class InventoryAcc:
     """Inventory events: latest stock per product, and units sold per pane."""
 
-    __slots__ = ("products", "sold")
-
-    def __init__(self) -> None:
-        self.products: dict[str, Agg] = {}
-        self.sold: dict[int, list[int]] = {}
+    products: dict[str, Agg] = field(default_factory=dict)
+    sold: defaultdict[int, list[int]] = field(default_factory=lambda: defaultdict(_pair))
 
     def add(self, event: InventoryEvent, start: int, late: bool, ts: int) -> None:
         """Buffer one validated inventory event."""
@@ -389,9 +357,7 @@ class InventoryAcc:
         if newer(state, self.products.get(product)):
             self.products[product] = state
         if not late:
-            sold = self.sold.get(start)
-            if sold is None:
-                sold = self.sold[start] = [0, 0]
+            sold = self.sold[start]
             sold[0] += 1
             sold[1] += event.units_sold or 0
 
@@ -410,14 +376,12 @@ class InventoryAcc:
         return parts
 
 
+@dataclass(slots=True)
 class HeartbeatAcc:
     """Heartbeat events: latest status per service, and heartbeat counts per pane."""
 
-    __slots__ = ("counts", "latest")
-
-    def __init__(self) -> None:
-        self.latest: dict[str, Agg] = {}
-        self.counts: dict[tuple[int, bool, str], list[int]] = {}
+    latest: dict[str, Agg] = field(default_factory=dict)
+    counts: defaultdict[tuple[int, bool, str], list[int]] = field(default_factory=lambda: defaultdict(_pair))
 
     def add(self, event: HeartbeatEvent, start: int, late: bool, ts: int) -> None:
         """Buffer one validated heartbeat event."""
@@ -426,9 +390,7 @@ class HeartbeatAcc:
         state = {"t": ts, "s": 1 if healthy else 0, "rt": event.response_time_ms}
         if newer(state, self.latest.get(service)):
             self.latest[service] = state
-        count = self.counts.get((start, late, service))
-        if count is None:
-            count = self.counts[(start, late, service)] = [0, 0]
+        count = self.counts[start, late, service]
         count[0] += 1
         if not healthy:
             count[1] += 1
@@ -447,13 +409,11 @@ class HeartbeatAcc:
         return parts
 
 
+@dataclass(slots=True)
 class GaugeAcc:
     """Gauge events: latest value per (name, labels)."""
 
-    __slots__ = ("latest",)
-
-    def __init__(self) -> None:
-        self.latest: dict[tuple[str, str], Agg] = {}
+    latest: dict[tuple[str, str], Agg] = field(default_factory=dict)
 
     def add(self, event: GaugeEvent, start: int, late: bool, ts: int) -> None:
         """Buffer one validated gauge event."""
