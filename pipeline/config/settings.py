@@ -1,7 +1,8 @@
 """One typed, strict configuration: YAML file (PULSE_CONFIG) overlaid by PULSE_* environment variables.
 
-Every setting is listed in `ENV_VARS` and in docs/configuration.md. Unknown keys are
-errors; secrets are redacted whenever the config is shown.
+Every setting is listed in docs/configuration.md; one that an environment variable sets carries its
+`Env` mark, and `ENV_VARS` gathers them. Unknown keys are errors; secrets (`SecretStr`) are redacted
+whenever the config is shown.
 """
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ from __future__ import annotations
 import os
 import re
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal, get_args
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -41,23 +42,35 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+@dataclass(frozen=True)
+class Env:
+    """Marks a setting that an environment variable sets: `port: Annotated[int, Env("PULSE_WEB_PORT")]`.
+    `ENV_VARS` gathers the marks."""
+
+    name: str
+
+
 class BrokerConfig(_Section):
     """Kafka connection and the consumer-group timing that suits it."""
 
-    url: str = "kafka://127.0.0.1:9092"
-    embedded: bool = False
-    session_timeout: Duration | None = None
-    heartbeat_interval: Duration | None = None
-    rebalance_timeout: Duration | None = None
-    fetch_max_wait: Duration | None = None
-    verify_highwaters: bool | None = None
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    ssl_cafile: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
+    url: Annotated[str, Env("PULSE_BROKER_URL")] = "kafka://127.0.0.1:9092"
+    embedded: Annotated[bool, Env("PULSE_EMBEDDED_BROKER")] = False
+    session_timeout: Annotated[Duration | None, Env("PULSE_SESSION_TIMEOUT")] = None
+    heartbeat_interval: Annotated[Duration | None, Env("PULSE_HEARTBEAT_INTERVAL")] = None
+    rebalance_timeout: Annotated[Duration | None, Env("PULSE_REBALANCE_TIMEOUT")] = None
+    fetch_max_wait: Annotated[Duration | None, Env("PULSE_FETCH_MAX_WAIT")] = None
+    verify_highwaters: Annotated[bool | None, Env("PULSE_VERIFY_HIGHWATERS")] = None
+    security_protocol: Annotated[
+        Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"], Env("PULSE_KAFKA_SECURITY_PROTOCOL")
+    ] = "PLAINTEXT"
+    sasl_mechanism: Annotated[
+        Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"], Env("PULSE_KAFKA_SASL_MECHANISM")
+    ] = "PLAIN"
+    sasl_username: Annotated[str | None, Env("PULSE_KAFKA_SASL_USERNAME")] = None
+    sasl_password: Annotated[SecretStr | None, Env("PULSE_KAFKA_SASL_PASSWORD")] = None
+    ssl_cafile: Annotated[str | None, Env("PULSE_KAFKA_SSL_CAFILE")] = None
+    ssl_certfile: Annotated[str | None, Env("PULSE_KAFKA_SSL_CERTFILE")] = None
+    ssl_keyfile: Annotated[str | None, Env("PULSE_KAFKA_SSL_KEYFILE")] = None
 
     @model_validator(mode="after")
     def _check_security(self) -> BrokerConfig:
@@ -118,18 +131,18 @@ class BrokerConfig(_Section):
 class TopicsConfig(_Section):
     """Topic naming and layout; every topic of the pipeline shares one partition count."""
 
-    prefix: str = "o4o."
-    partitions: int = Field(default=4, ge=1, le=1024)
-    replication: int = Field(default=1, ge=1, le=16)
+    prefix: Annotated[str, Env("PULSE_TOPIC_PREFIX")] = "o4o."
+    partitions: Annotated[int, Env("PULSE_PARTITIONS")] = Field(default=4, ge=1, le=1024)
+    replication: Annotated[int, Env("PULSE_REPLICATION")] = Field(default=1, ge=1, le=16)
 
 
 class WebConfig(_Section):
     """The worker's HTTP server (health, metrics, API, live page)."""
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=6066, ge=0, le=65535)
-    advertised_url: str | None = None
-    cluster_timeout: Duration = 1.0
+    host: Annotated[str, Env("PULSE_WEB_HOST")] = "127.0.0.1"
+    port: Annotated[int, Env("PULSE_WEB_PORT")] = Field(default=6066, ge=0, le=65535)
+    advertised_url: Annotated[str | None, Env("PULSE_WEB_ADVERTISED_URL")] = None
+    cluster_timeout: Annotated[Duration, Env("PULSE_CLUSTER_TIMEOUT")] = 1.0
 
     @field_validator("advertised_url")
     @classmethod
@@ -184,14 +197,14 @@ UNSPECIFIED_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
 class WorkerConfig(_Section):
     """Identity and local state of a worker process."""
 
-    app_id: str | None = None
-    data_dir: str = ".pulse-data"
-    log_level: str = "info"
-    log_format: Literal["text", "json"] = "text"
-    log_file: str | None = None
-    error_log_file: str | None = None
-    verbose: bool = False
-    environment: str = "development"
+    app_id: Annotated[str | None, Env("PULSE_APP_ID")] = None
+    data_dir: Annotated[str, Env("PULSE_DATA_DIR")] = ".pulse-data"
+    log_level: Annotated[str, Env("PULSE_LOG_LEVEL")] = "info"
+    log_format: Annotated[Literal["text", "json"], Env("PULSE_LOG_FORMAT")] = "text"
+    log_file: Annotated[str | None, Env("PULSE_LOG_FILE")] = None
+    error_log_file: Annotated[str | None, Env("PULSE_ERROR_LOG_FILE")] = None
+    verbose: Annotated[bool, Env("PULSE_LOG_VERBOSE")] = False
+    environment: Annotated[str, Env("PULSE_ENVIRONMENT")] = "development"
 
     @field_validator("log_level")
     @classmethod
@@ -205,8 +218,8 @@ class WorkerConfig(_Section):
 class IngestConfig(_Section):
     """Decoding, validation and stage-1 flushing."""
 
-    max_message_bytes: int = Field(default=1_048_576, ge=1024)
-    flush_interval: Duration = 1.0
+    max_message_bytes: Annotated[int, Env("PULSE_MAX_MESSAGE_BYTES")] = Field(default=1_048_576, ge=1024)
+    flush_interval: Annotated[Duration, Env("PULSE_FLUSH_INTERVAL")] = 1.0
     min_flush_interval: Duration = 0.1
     flush_max_events: int = Field(default=20_000, ge=1)
 
@@ -259,7 +272,7 @@ class MetricsConfig(_Section):
     """What the export computes from events."""
 
     currency: str = Field(default="KRW", pattern="^[A-Z]{3}$")
-    timezone: str = "Asia/Seoul"
+    timezone: Annotated[str, Env("PULSE_TIMEZONE")] = "Asia/Seoul"
 
     @field_validator("timezone")
     @classmethod
@@ -292,8 +305,8 @@ class CardinalityConfig(_Section):
 class RulesConfig(_Section):
     """Which rules are evaluated, how often, and how flapping alerts are damped."""
 
-    file: str | None = None
-    interval: Duration = 5.0
+    file: Annotated[str | None, Env("PULSE_RULES")] = None
+    interval: Annotated[Duration, Env("PULSE_RULES_INTERVAL")] = 5.0
     flap_window: Duration = 1800.0
     flap_max_fires: int = Field(default=3, ge=2)
     flap_hold: Duration = 600.0
@@ -336,10 +349,10 @@ class ProbeConfig(_Section):
 class SlackConfig(_Section):
     """Slack: an incoming webhook, or the Web API (bot token + channel) for updatable messages."""
 
-    webhook_url: SecretStr | None = None
-    bot_token: SecretStr | None = None
-    channel: str | None = None
-    api_url: str = "https://slack.com/api/"
+    webhook_url: Annotated[SecretStr | None, Env("PULSE_SLACK_WEBHOOK_URL")] = None
+    bot_token: Annotated[SecretStr | None, Env("PULSE_SLACK_BOT_TOKEN")] = None
+    channel: Annotated[str | None, Env("PULSE_SLACK_CHANNEL")] = None
+    api_url: Annotated[str, Env("PULSE_SLACK_API_URL")] = "https://slack.com/api/"
 
 
 def _split_list(value: Any) -> Any:
@@ -356,45 +369,45 @@ Recipients = Annotated[tuple[str, ...], BeforeValidator(_split_list)]
 class EmailConfig(_Section):
     """Email through SMTP (STARTTLS, implicit TLS or plain), HTML and plain-text parts."""
 
-    smtp_host: str | None = None
-    smtp_port: int = Field(default=587, ge=1, le=65535)
-    smtp_user: str | None = None
-    smtp_password: SecretStr | None = None
-    tls: Literal["starttls", "implicit", "none"] = "starttls"
-    sender: str = "o4o-pulse@localhost"
-    to: Recipients = ()
+    smtp_host: Annotated[str | None, Env("PULSE_SMTP_HOST")] = None
+    smtp_port: Annotated[int, Env("PULSE_SMTP_PORT")] = Field(default=587, ge=1, le=65535)
+    smtp_user: Annotated[str | None, Env("PULSE_SMTP_USER")] = None
+    smtp_password: Annotated[SecretStr | None, Env("PULSE_SMTP_PASSWORD")] = None
+    tls: Annotated[Literal["starttls", "implicit", "none"], Env("PULSE_SMTP_TLS")] = "starttls"
+    sender: Annotated[str, Env("PULSE_EMAIL_FROM")] = "o4o-pulse@localhost"
+    to: Annotated[Recipients, Env("PULSE_EMAIL_TO")] = ()
     ca_file: str | None = None
 
 
 class SmsConfig(_Section):
     """SMS through a Twilio-style REST API: POST {url}/Accounts/{account_sid}/Messages.json."""
 
-    url: SecretStr | None = None
+    url: Annotated[SecretStr | None, Env("PULSE_SMS_URL")] = None
     account_sid: str = "AC00000000000000000000000000000000"
-    auth_token: SecretStr | None = None
+    auth_token: Annotated[SecretStr | None, Env("PULSE_SMS_TOKEN")] = None
     sender: str = "+10000000000"
-    to: Recipients = ()
+    to: Annotated[Recipients, Env("PULSE_SMS_TO")] = ()
     max_chars: int = Field(default=320, ge=70, le=1600)
 
 
 class WebhookConfig(_Section):
     """A generic webhook receiving the Alertmanager v4 payload, signed with HMAC-SHA256."""
 
-    url: SecretStr | None = None
-    signing_secret: SecretStr | None = None
+    url: Annotated[SecretStr | None, Env("PULSE_WEBHOOK_URL")] = None
+    signing_secret: Annotated[SecretStr | None, Env("PULSE_WEBHOOK_SECRET")] = None
 
 
 class PagerDutyConfig(_Section):
     """PagerDuty Events API v2."""
 
-    url: str = "https://events.pagerduty.com/v2/enqueue"
-    routing_key: SecretStr | None = None
+    url: Annotated[str, Env("PULSE_PAGERDUTY_URL")] = "https://events.pagerduty.com/v2/enqueue"
+    routing_key: Annotated[SecretStr | None, Env("PULSE_PAGERDUTY_ROUTING_KEY")] = None
 
 
 class AlertmanagerConfig(_Section):
     """Forward alerts to an Alertmanager (POST /api/v2/alerts) to keep its routing."""
 
-    url: str | None = None
+    url: Annotated[str | None, Env("PULSE_ALERTMANAGER_URL")] = None
 
 
 class ChannelsConfig(_Section):
@@ -536,16 +549,18 @@ class Config(_Section):
     broker: BrokerConfig = BrokerConfig()
     topics: TopicsConfig = TopicsConfig()
     web: WebConfig = WebConfig()
+    api_token: Annotated[SecretStr | None, Env("PULSE_API_TOKEN")] = None
+    """The bearer token of the web API's mutating endpoints."""
     worker: WorkerConfig = WorkerConfig()
+    # The sections below follow the events: in, into windows and series, then to alerts and out.
     ingest: IngestConfig = IngestConfig()
     windows: WindowsConfig = WindowsConfig()
     metrics: MetricsConfig = MetricsConfig()
     cardinality: CardinalityConfig = CardinalityConfig()
-    rules: RulesConfig = RulesConfig()
     probes: tuple[ProbeConfig, ...] = ()
+    rules: RulesConfig = RulesConfig()
     channels: ChannelsConfig = ChannelsConfig()
     notify: NotifyConfig = NotifyConfig()
-    api_token: SecretStr | None = None
 
     def topic(self, name: str) -> str:
         """Return the full name of a contract topic (prefix + name)."""
@@ -573,94 +588,27 @@ class EnvVar:
 
     name: str
     path: tuple[str, ...]
-    help: str
     secret: bool = False
+    """The setting is a `SecretStr`: it may also be read from the file named by `<name>_FILE`."""
+    flag: bool = False
+    """The setting is a plain bool: 1, true, yes or on turn it on, any other value off."""
 
 
-ENV_VARS: tuple[EnvVar, ...] = (
-    EnvVar("PULSE_BROKER_URL", ("broker", "url"), "Kafka bootstrap URL, kafka://HOST:PORT"),
-    EnvVar(
-        "PULSE_EMBEDDED_BROKER",
-        ("broker", "embedded"),
-        "1 when the broker is the embedded Tansu (short group timeouts)",
-    ),
-    EnvVar("PULSE_SESSION_TIMEOUT", ("broker", "session_timeout"), "consumer session timeout"),
-    EnvVar("PULSE_HEARTBEAT_INTERVAL", ("broker", "heartbeat_interval"), "consumer heartbeat"),
-    EnvVar("PULSE_REBALANCE_TIMEOUT", ("broker", "rebalance_timeout"), "rebalance timeout"),
-    EnvVar("PULSE_FETCH_MAX_WAIT", ("broker", "fetch_max_wait"), "longest wait of an empty fetch"),
-    EnvVar(
-        "PULSE_VERIFY_HIGHWATERS",
-        ("broker", "verify_highwaters"),
-        "check end offsets by a fetch (needed on Tansu)",
-    ),
-    EnvVar(
-        "PULSE_KAFKA_SECURITY_PROTOCOL",
-        ("broker", "security_protocol"),
-        "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
-    ),
-    EnvVar("PULSE_KAFKA_SASL_MECHANISM", ("broker", "sasl_mechanism"), "PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"),
-    EnvVar("PULSE_KAFKA_SASL_USERNAME", ("broker", "sasl_username"), "SASL user"),
-    EnvVar("PULSE_KAFKA_SASL_PASSWORD", ("broker", "sasl_password"), "SASL password", True),
-    EnvVar(
-        "PULSE_KAFKA_SSL_CAFILE", ("broker", "ssl_cafile"), "CA bundle that signs the brokers' certificates"
-    ),
-    EnvVar("PULSE_KAFKA_SSL_CERTFILE", ("broker", "ssl_certfile"), "client certificate (mutual TLS)"),
-    EnvVar("PULSE_KAFKA_SSL_KEYFILE", ("broker", "ssl_keyfile"), "client private key file (mutual TLS)"),
-    EnvVar("PULSE_TOPIC_PREFIX", ("topics", "prefix"), "prefix of every topic name"),
-    EnvVar("PULSE_PARTITIONS", ("topics", "partitions"), "partitions of every pulse topic"),
-    EnvVar("PULSE_REPLICATION", ("topics", "replication"), "replication factor of new topics"),
-    EnvVar("PULSE_WEB_HOST", ("web", "host"), "address the HTTP server binds"),
-    EnvVar("PULSE_WEB_PORT", ("web", "port"), "port of the HTTP server"),
-    EnvVar(
-        "PULSE_WEB_ADVERTISED_URL",
-        ("web", "advertised_url"),
-        "URL the other workers reach this one at (the cluster view)",
-    ),
-    EnvVar(
-        "PULSE_CLUSTER_TIMEOUT",
-        ("web", "cluster_timeout"),
-        "how long the cluster view waits for another worker",
-    ),
-    EnvVar(
-        "PULSE_APP_ID",
-        ("worker", "app_id"),
-        "consumer group and internal-topic prefix; default: PULSE_TOPIC_PREFIX + 'pulse'",
-    ),
-    EnvVar("PULSE_DATA_DIR", ("worker", "data_dir"), "directory for worker-local state"),
-    EnvVar("PULSE_LOG_LEVEL", ("worker", "log_level"), "debug, info, warning or error"),
-    EnvVar("PULSE_LOG_FORMAT", ("worker", "log_format"), "text, or json (the guide's structured logs)"),
-    EnvVar("PULSE_LOG_VERBOSE", ("worker", "verbose"), "1: show Faust's and aiokafka's INFO records too"),
-    EnvVar("PULSE_LOG_FILE", ("worker", "log_file"), "also write every log line to this file"),
-    EnvVar("PULSE_ERROR_LOG_FILE", ("worker", "error_log_file"), "also write errors to this file"),
-    EnvVar("PULSE_ENVIRONMENT", ("worker", "environment"), "environment name in logs and health"),
-    EnvVar("PULSE_FLUSH_INTERVAL", ("ingest", "flush_interval"), "tick: idle flush interval"),
-    EnvVar("PULSE_TIMEZONE", ("metrics", "timezone"), "time zone of daily and monthly figures"),
-    EnvVar("PULSE_RULES", ("rules", "file"), "rules YAML path; default: the built-in seed rules"),
-    EnvVar("PULSE_RULES_INTERVAL", ("rules", "interval"), "how often rules are evaluated"),
-    EnvVar("PULSE_SLACK_WEBHOOK_URL", ("channels", "slack", "webhook_url"), "Slack incoming webhook", True),
-    EnvVar("PULSE_SLACK_BOT_TOKEN", ("channels", "slack", "bot_token"), "Slack bot token (Web API)", True),
-    EnvVar("PULSE_SLACK_CHANNEL", ("channels", "slack", "channel"), "Slack channel for the Web API"),
-    EnvVar("PULSE_SLACK_API_URL", ("channels", "slack", "api_url"), "Slack Web API base URL"),
-    EnvVar("PULSE_SMTP_HOST", ("channels", "email", "smtp_host"), "SMTP server host"),
-    EnvVar("PULSE_SMTP_PORT", ("channels", "email", "smtp_port"), "SMTP server port"),
-    EnvVar("PULSE_SMTP_USER", ("channels", "email", "smtp_user"), "SMTP user"),
-    EnvVar("PULSE_SMTP_PASSWORD", ("channels", "email", "smtp_password"), "SMTP password", True),
-    EnvVar("PULSE_SMTP_TLS", ("channels", "email", "tls"), "starttls, implicit or none"),
-    EnvVar("PULSE_EMAIL_FROM", ("channels", "email", "sender"), "sender address of alert emails"),
-    EnvVar("PULSE_EMAIL_TO", ("channels", "email", "to"), "recipients, comma-separated"),
-    EnvVar("PULSE_SMS_URL", ("channels", "sms", "url"), "base URL of the Twilio-style SMS API", True),
-    EnvVar("PULSE_SMS_TOKEN", ("channels", "sms", "auth_token"), "SMS API auth token", True),
-    EnvVar("PULSE_SMS_TO", ("channels", "sms", "to"), "SMS recipients, comma-separated"),
-    EnvVar(
-        "PULSE_WEBHOOK_URL", ("channels", "webhook", "url"), "webhook URL (Alertmanager v4 payload)", True
-    ),
-    EnvVar("PULSE_WEBHOOK_SECRET", ("channels", "webhook", "signing_secret"), "HMAC-SHA256 key", True),
-    EnvVar("PULSE_PAGERDUTY_ROUTING_KEY", ("channels", "pagerduty", "routing_key"), "PagerDuty key", True),
-    EnvVar("PULSE_PAGERDUTY_URL", ("channels", "pagerduty", "url"), "PagerDuty Events API v2 URL"),
-    EnvVar("PULSE_ALERTMANAGER_URL", ("channels", "alertmanager", "url"), "Alertmanager base URL"),
-    EnvVar("PULSE_API_TOKEN", ("api_token",), "bearer token of the mutating HTTP endpoints", True),
-    EnvVar("PULSE_MAX_MESSAGE_BYTES", ("ingest", "max_message_bytes"), "larger messages are dead-lettered"),
-)
+def _env_vars(model: type[BaseModel], path: tuple[str, ...] = ()) -> Iterator[EnvVar]:
+    """The environment variables of a section's settings (their `Env` marks), its subsections' too."""
+    for key, info in model.model_fields.items():
+        here = (*path, info.alias or key)
+        kind = info.annotation
+        if isinstance(kind, type) and issubclass(kind, _Section):
+            yield from _env_vars(kind, here)
+        for mark in info.metadata:
+            if isinstance(mark, Env):
+                secret = kind is SecretStr or SecretStr in get_args(kind)
+                yield EnvVar(mark.name, here, secret=secret, flag=kind is bool)
+
+
+ENV_VARS: Final = tuple(_env_vars(Config))
+"""Every environment variable of the contract, in the order of the settings."""
 
 
 def _redact(data: Any) -> Any:
@@ -765,7 +713,7 @@ def _env_overlay(data: dict[str, Any], env: Mapping[str, str]) -> dict[tuple[str
             value = _secret_from_file(var, env)
         if value is None or value == "":
             continue
-        if var.path in (("broker", "embedded"), ("worker", "verbose")):
+        if var.flag:
             parsed: Any = value.strip().lower() in ("1", "true", "yes", "on")
         else:
             parsed = value

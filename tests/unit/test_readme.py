@@ -89,6 +89,17 @@ def test_every_environment_variable_is_documented() -> None:
     assert not missing
 
 
+def test_the_environment_column_names_each_setting_s_variable() -> None:
+    """Each row of the settings table names the variable whose `Env` mark the setting carries, or none."""
+    rows = dict(re.findall(r"^\| `([a-z_.]+)` \| ([^|]*?) \|", CONFIGURATION, re.M))
+    marked = {".".join(var.path): f"`{var.name}`" for var in ENV_VARS}
+    assert len(rows) > len(marked) >= 50
+    assert {key: rows.get(key) for key in marked} == marked
+    assert {key: column for key, column in rows.items() if key not in marked} == dict.fromkeys(
+        set(rows) - set(marked), "—"
+    )
+
+
 def test_every_config_key_is_documented() -> None:
     missing = [key for key in config_keys(Config) if f"`{key}`" not in CONFIGURATION]
     assert not missing
