@@ -117,7 +117,8 @@ def _micros(amounts: list[Any]) -> int:
         return sum(int(a) * MICRO if math.isinf(a * MICRO) else round(a * MICRO) for a in amounts)
 
 
-@dataclass(slots=True)
+# The buffers below are slotted dataclasses compared by identity (eq=False), as the buffers that hold them.
+@dataclass(slots=True, eq=False)
 class Users:
     """Distinct users seen by one accumulator, per pane and per calendar day."""
 
@@ -201,7 +202,7 @@ def _plain_latencies(durations: list[float]) -> Latencies:
     return micros, buckets, bins, zeros
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class RequestAcc:
     """Request events: durations grouped by (pane, late, service, method, route, status)."""
 
@@ -245,7 +246,7 @@ class RequestAcc:
         return parts
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class ErrorAcc:
     """Error events: counts by (pane, late, service, route, error code)."""
 
@@ -269,7 +270,7 @@ class ErrorAcc:
         return parts
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class OrderAcc:
     """Order events: amounts grouped by (pane, late, minute, status, user_role, currency, payment method)."""
 
@@ -316,7 +317,7 @@ class OrderAcc:
         return parts
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class UserAcc:
     """User events: registrations and activity."""
 
@@ -343,7 +344,7 @@ class UserAcc:
         return parts
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class InventoryAcc:
     """Inventory events: latest stock per product, and units sold per pane."""
 
@@ -376,7 +377,7 @@ class InventoryAcc:
         return parts
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class HeartbeatAcc:
     """Heartbeat events: latest status per service, and heartbeat counts per pane."""
 
@@ -409,7 +410,7 @@ class HeartbeatAcc:
         return parts
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class GaugeAcc:
     """Gauge events: latest value per (name, labels)."""
 
